@@ -1,0 +1,256 @@
+"""Import a torch.fx-traceable ``nn.Module`` into IR + store.
+
+The module is traced symbolically; each fx node is mapped onto an IR op, and the module's
+tensors are copied into a new store under ids derived from their qualified names
+(``layer1.0.conv1.weight``). Anything outside the IR's op set stops the import with an error
+naming the first unsupported fx node.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from evoir.builder import make_node
+from evoir.errors import EvoirError, UnsupportedError
+from evoir.graph import Graph, Node
+from evoir.store import TensorStore
+
+_ACT_MODULES = {
+    nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.SiLU: "silu",
+    nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity",
+}
+_ACT_FUNCTIONS = {
+    F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", F.gelu: "gelu",
+    F.silu: "silu", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+}
+_ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+_ADD = {operator.add, operator.iadd, torch.add}
+
+
+class _Importer:
+    def __init__(self, module: nn.Module, traced: fx.GraphModule):
+        self.module = module
+        self.traced = traced
+        self.store = TensorStore()
+        self.nodes: list[Node] = []
+        self.value: dict[fx.Node, Node] = {}
+        self.batch_sizes: set[fx.Node] = set()  # fx nodes holding x.size(0)
+        self.ids: set[str] = set()
+
+    def unsupported(self, n: fx.Node, why: str) -> UnsupportedError:
+        return UnsupportedError(f"cannot import fx node '{n.name}' ({n.op} {_target_name(n)}): {why}")
+
+    def fresh_id(self, base: str) -> str:
+        base = base.replace("_", ".") if base.startswith("_") else base
+        name, k = base, 1
+        while name in self.ids:
+            name, k = f"{base}_{k}", k + 1
+        self.ids.add(name)
+        return name
+
+    def emit(self, n: fx.Node, op: str, inputs: list[Node], attrs: dict | None = None,
+             tensors: dict[str, tuple[torch.Tensor, bool]] | None = None, name: str | None = None) -> Node:
+        node_id = self.fresh_id(name or n.name)
+        params = {}
+        for role, (tensor, is_buffer) in (tensors or {}).items():
+            tid = self.store.fresh_id(f"{node_id}.{role}")
+            self.store.add(tid, tensor.detach().clone(), buffer=is_buffer)
+            params[role] = tid
+        try:
+            node = make_node(node_id, op, inputs, attrs, params)
+        except EvoirError as err:
+            raise self.unsupported(n, str(err)) from None
+        self.nodes.append(node)
+        self.value[n] = node
+        return node
+
+    def arg(self, n: fx.Node, a: Any) -> Node:
+        if not isinstance(a, fx.Node) or a not in self.value:
+            raise self.unsupported(n, f"argument {a!r} is not a tensor produced by a supported node")
+        return self.value[a]
+
+    # ---- the node kinds --------------------------------------------------------------------
+    def call_module(self, n: fx.Node) -> None:
+        m = self.traced.get_submodule(n.target)
+        x = [self.arg(n, a) for a in n.args]
+        name = str(n.target)
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros":
+                raise self.unsupported(n, f"padding_mode={m.padding_mode!r} (only zeros)")
+            padding = m.padding
+            if isinstance(padding, str):
+                if padding == "valid":
+                    padding = (0, 0)
+                else:  # 'same' with stride 1
+                    padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
+                    if any(d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size)):
+                        raise self.unsupported(n, "asymmetric 'same' padding")
+            attrs = dict(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride,
+                         padding=padding, dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+            tensors = {"weight": (m.weight, False)}
+            if m.bias is not None:
+                tensors["bias"] = (m.bias, False)
+            self.emit(n, "conv2d", x, attrs, tensors, name)
+        elif isinstance(m, nn.BatchNorm2d):
+            if not m.track_running_stats or m.momentum is None:
+                raise self.unsupported(n, "BatchNorm2d needs running statistics and a momentum")
+            tensors = {
+                "running_mean": (m.running_mean, True),
+                "running_var": (m.running_var, True),
+                "num_batches_tracked": (m.num_batches_tracked, True),
+            }
+            if m.affine:
+                tensors["weight"] = (m.weight, False)
+                tensors["bias"] = (m.bias, False)
+            attrs = dict(eps=m.eps, momentum=m.momentum, affine=m.affine)
+            self.emit(n, "batchnorm2d", x, attrs, tensors, name)
+        elif isinstance(m, nn.Linear):
+            tensors = {"weight": (m.weight, False)}
+            if m.bias is not None:
+                tensors["bias"] = (m.bias, False)
+            self.emit(n, "linear", x, dict(out_features=m.out_features, bias=m.bias is not None), tensors, name)
+        elif type(m) in _ACT_MODULES:
+            op = _ACT_MODULES[type(m)]
+            attrs = {}
+            if isinstance(m, nn.LeakyReLU):
+                attrs = {"negative_slope": m.negative_slope}
+            elif isinstance(m, nn.GELU):
+                attrs = {"approximate": m.approximate}
+            self.emit(n, op, x, attrs, name=name)
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            self.pool(n, m, x, name)
+        elif isinstance(m, (nn.AdaptiveAvgPool2d)):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
+            if tuple(size) != (1, 1):
+                raise self.unsupported(n, f"adaptive pooling to {size} (only global pooling, 1x1)")
+            self.emit(n, "global_avgpool", x, name=name)
+        elif isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise self.unsupported(n, "flatten must keep the batch axis (start_dim=1, end_dim=-1)")
+            self.emit(n, "flatten", x, name=name)
+        elif isinstance(m, nn.Dropout):
+            self.emit(n, "dropout", x, {"p": m.p}, name=name)
+        else:
+            raise self.unsupported(n, f"module type {type(m).__name__} is not in evoir's op set")
+
+    def pool(self, n: fx.Node, m: nn.Module, x: list[Node], name: str) -> None:
+        if isinstance(m, nn.MaxPool2d) and (m.dilation not in (1, (1, 1)) or m.return_indices):
+            raise self.unsupported(n, "max pooling with dilation or indices")
+        if isinstance(m, nn.AvgPool2d) and m.divisor_override is not None:
+            raise self.unsupported(n, "average pooling with divisor_override")
+        attrs = dict(kernel=m.kernel_size, stride=m.stride or m.kernel_size, padding=m.padding,
+                     ceil_mode=m.ceil_mode)
+        op = "maxpool2d"
+        if isinstance(m, nn.AvgPool2d):
+            op = "avgpool2d"
+            attrs["count_include_pad"] = m.count_include_pad
+        self.emit(n, op, x, attrs, name=name)
+
+    def call_function(self, n: fx.Node) -> None:
+        t = n.target
+        if t in _ADD:
+            if n.kwargs.get("alpha", 1) != 1 or len(n.args) != 2:
+                raise self.unsupported(n, "add with alpha or not exactly two operands")
+            self.emit(n, "add", [self.arg(n, a) for a in n.args])
+        elif t in _ACT_FUNCTIONS:
+            attrs = {}
+            if t is F.leaky_relu:
+                attrs["negative_slope"] = n.kwargs.get("negative_slope", n.args[1] if len(n.args) > 1 else 0.01)
+            self.emit(n, _ACT_FUNCTIONS[t], [self.arg(n, n.args[0])], attrs)
+        elif t is torch.cat:
+            tensors = n.args[0]
+            dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
+            if dim not in (1, -3):
+                raise self.unsupported(n, f"concatenation along dim {dim} (only channels, dim=1)")
+            self.emit(n, "concat", [self.arg(n, a) for a in tensors])
+        elif t is torch.flatten:
+            start = n.kwargs.get("start_dim", n.args[1] if len(n.args) > 1 else 0)
+            end = n.kwargs.get("end_dim", n.args[2] if len(n.args) > 2 else -1)
+            if start != 1 or end != -1:
+                raise self.unsupported(n, "flatten must keep the batch axis (start_dim=1)")
+            self.emit(n, "flatten", [self.arg(n, n.args[0])])
+        elif t is F.adaptive_avg_pool2d:
+            size = n.kwargs.get("output_size", n.args[1] if len(n.args) > 1 else None)
+            if size not in (1, (1, 1), [1, 1]):
+                raise self.unsupported(n, f"adaptive pooling to {size} (only global pooling, 1x1)")
+            self.emit(n, "global_avgpool", [self.arg(n, n.args[0])])
+        else:
+            raise self.unsupported(n, "function is not in evoir's op set")
+
+    def call_method(self, n: fx.Node) -> None:
+        method = n.target
+        if method == "size" and len(n.args) == 2 and n.args[1] == 0:
+            self.batch_sizes.add(n)
+        elif method in _ACT_METHODS:
+            self.emit(n, _ACT_METHODS[method], [self.arg(n, n.args[0])])
+        elif method in ("add", "add_") and len(n.args) == 2 and not n.kwargs:
+            self.emit(n, "add", [self.arg(n, a) for a in n.args])
+        elif method == "flatten" and tuple(n.args[1:]) in ((1,), (1, -1)):
+            self.emit(n, "flatten", [self.arg(n, n.args[0])])
+        elif method in ("view", "reshape") and len(n.args) == 3 and n.args[2] == -1 and (
+            n.args[1] in self.batch_sizes or n.args[1] == -1
+        ):
+            self.emit(n, "flatten", [self.arg(n, n.args[0])])
+        else:
+            raise self.unsupported(n, "method is not in evoir's op set")
+
+
+def _target_name(n: fx.Node) -> str:
+    t = n.target
+    return getattr(t, "__name__", None) or str(t)
+
+
+def import_module(
+    module: nn.Module,
+    input_shape: tuple[int, ...] | list[tuple[int, ...]],
+    name: str | None = None,
+) -> tuple[Graph, TensorStore]:
+    """Trace ``module`` and translate it into a validated graph and a new store.
+
+    Args:
+        module: a torch.fx-traceable module built from evoir's op set.
+        input_shape: the shape of each input without the batch axis (one tuple, or a list of
+            tuples for several inputs).
+
+    Raises:
+        UnsupportedError: naming the first fx node evoir cannot express.
+    """
+    shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+    try:
+        traced = fx.symbolic_trace(module)
+    except Exception as err:  # tracing failures come in many types; all mean "not traceable"
+        raise UnsupportedError(f"torch.fx cannot trace {type(module).__name__}: {err}") from None
+    imp = _Importer(module, traced)
+    placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(shapes):
+        raise UnsupportedError(
+            f"{type(module).__name__} takes {len(placeholders)} input(s) but {len(shapes)} "
+            "input shape(s) were given"
+        )
+    for n in traced.graph.nodes:
+        if n.op == "placeholder":
+            shape = shapes[placeholders.index(n)]
+            imp.emit(n, "input", [], {"shape": shape}, name=n.name)
+        elif n.op in ("call_module", "call_function", "call_method"):
+            getattr(imp, n.op)(n)
+        elif n.op == "output":
+            results = n.args[0] if isinstance(n.args[0], (tuple, list)) else (n.args[0],)
+            for k, r in enumerate(results):
+                node_id = imp.fresh_id("out" if len(results) == 1 else f"out{k}")
+                out = make_node(node_id, "output", [imp.arg(n, r)])
+                imp.nodes.append(out)
+        else:
+            raise imp.unsupported(n, "attribute access is not in evoir's op set")
+    graph = Graph(
+        name=name or type(module).__name__,
+        nodes=tuple(imp.nodes),
+        metadata={"imported_from": f"{type(module).__module__}.{type(module).__qualname__}"},
+    )
+    return graph.validate(imp.store), imp.store

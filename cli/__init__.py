@@ -1,0 +1,1 @@
+"""The ``evoir`` command line (installed as ``evoir.cli``)."""

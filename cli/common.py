@@ -1,0 +1,76 @@
+"""Helpers shared by the CLI commands: option types, output-path rules, model loading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from evoir.errors import EvoirError
+from evoir.modelfile import Model, weights_path
+
+
+class ShapeType(click.ParamType):
+    """``3,32,32`` → ``(3, 32, 32)``."""
+
+    name = "C,H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            shape = tuple(int(v) for v in str(value).replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a shape like 3,32,32", param, ctx)
+        if not shape or any(d <= 0 for d in shape):
+            self.fail(f"{value!r} is not a shape of positive sizes like 3,32,32", param, ctx)
+        return shape
+
+
+class IntListType(click.ParamType):
+    """``0,3,3,3`` → ``(0, 3, 3, 3)``."""
+
+    name = "N,N,…"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
+SHAPE = ShapeType()
+INT_LIST = IntListType()
+
+model_argument = click.argument(
+    "model_path", metavar="MODEL.json", type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
+def check_output(path: Path, force: bool) -> Path:
+    """Refuse to overwrite an existing model (or its weights) unless ``--force``."""
+    if path.suffix != ".json":
+        raise EvoirError(f"{path}: output model files must end in .json")
+    for p in (path, weights_path(path)):
+        if p.exists() and not force:
+            raise EvoirError(f"{p} exists; pass --force to overwrite it")
+    if not path.parent.exists():
+        raise EvoirError(f"{path.parent}: output folder does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise EvoirError(f"{path.parent}: output folder is not writable")
+    return path
+
+
+def load(path: Path) -> Model:
+    return Model.load(path)
+
+
+def human(n: float) -> str:
+    """1234567 → '1.23M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))

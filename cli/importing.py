@@ -1,0 +1,80 @@
+"""``evoir import``: bring a PyTorch module into the IR."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import click
+from torch import nn
+
+from evoir.analysis import analyze
+from evoir.errors import EvoirError
+from evoir.modelfile import save_model
+
+from .common import SHAPE, check_output, human
+
+
+def resolve(spec: str) -> nn.Module:
+    """``pkg.module:attr`` or ``path/to/file.py:attr`` → an ``nn.Module`` instance.
+
+    ``attr`` may be a module instance, or a class or function called without arguments.
+    """
+    if ":" not in spec:
+        raise EvoirError(f"{spec!r}: expected MODULE_PATH:ATTR, e.g. torchvision.models:resnet18")
+    where, attr = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.exists():
+                raise EvoirError(f"{where}: no such file")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules.setdefault(path.stem, module)
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as err:
+        raise EvoirError(f"cannot import {where!r}: {err}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise EvoirError(f"{where!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, nn.Module):
+        if not callable(obj):
+            raise EvoirError(f"{spec!r} is neither an nn.Module nor callable")
+        obj = obj()
+    if not isinstance(obj, nn.Module):
+        raise EvoirError(f"{spec!r} did not produce an nn.Module (got {type(obj).__name__})")
+    return obj
+
+
+@click.command("import")
+@click.argument("source", metavar="MODULE_PATH:ATTR")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write.")
+@click.option("--input", "input_shape", type=SHAPE, default="3,32,32", show_default=True,
+              help="Input shape without the batch axis.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def import_cmd(source, output, input_shape, force):
+    """Import a torch.fx-traceable nn.Module built from evoir's ops.
+
+    ATTR is a module instance, or a class or function called without arguments.
+    Weights are copied as they are (a freshly constructed module has random weights).
+
+    \b
+    Examples:
+      evoir import torchvision.models:resnet18 --input 3,224,224 -o resnet18.json
+      evoir import my_nets.py:SmallNet -o small.json
+    """
+    from evoir.backends.torch_fx import import_module
+
+    output = check_output(output, force)
+    module = resolve(source).eval()
+    graph, store = import_module(module, input_shape, name=source.rsplit(":", 1)[1])
+    save_model(output, graph, store)
+    a = analyze(graph)
+    click.echo(f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters)")

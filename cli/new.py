@@ -1,0 +1,88 @@
+"""``evoir new``: write a model from a template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evoir.analysis import analyze
+from evoir.errors import EvoirError
+from evoir.modelfile import save_model
+from evoir.templates import DEFAULT_INPUT, TEMPLATES, EraConfig
+
+from .common import INT_LIST, SHAPE, check_output, human
+
+# Which template each template-specific option belongs to, for a clear error when misused.
+_OPTION_OWNERS = {
+    "depth": ("resnet",),
+    "width": ("resnet", "painter-base"),
+    "hidden": ("mlp",),
+    "block": ("era",),
+    "blocks": ("era",),
+    "filters": ("era",),
+    "filter_update": ("era",),
+    "group_size": ("era",),
+}
+
+
+@click.command()
+@click.argument("template", metavar="TEMPLATE", type=click.Choice(sorted(TEMPLATES)))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (default: TEMPLATE.json).")
+@click.option("--input", "input_shape", type=SHAPE, help="Input shape without batch, e.g. 3,32,32.")
+@click.option("--classes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
+@click.option("--depth", type=int, help="resnet: 6n+2 layers (20, 32, 56, 110). [default: 20]")
+@click.option("--width", type=click.IntRange(min=1),
+              help="resnet: first-stage channels [16]; painter-base: channels [32].")
+@click.option("--hidden", type=click.IntRange(min=1), help="mlp: hidden units. [default: 128]")
+@click.option("--block", type=click.Choice(["basic", "bottleneck"]), help="era: block type.")
+@click.option("--blocks", type=INT_LIST, help="era: blocks in the four sections, e.g. 0,3,3,3.")
+@click.option("--filters", type=int, help="era: initial filters (power of two).")
+@click.option("--filter-update", type=int, help="era: width factor between sections (1|2).")
+@click.option("--group-size", type=int, help="era: filters per group (power of two).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def new(template, output, input_shape, classes, seed, force, **options):
+    """Create a model from a template.
+
+    \b
+    Templates:
+      painter-base  the R2R report's three-layer residual conv net
+      resnet        He et al.'s CIFAR ResNet-(6n+2)
+      era           a point of ERA's 8-parameter residual space
+      mlp           the two-layer dense net of the speciation study
+
+    \b
+    Examples:
+      evoir new resnet --depth 20 -o r20.json
+      evoir new painter-base --input 1,28,28 -o mnist.json
+      evoir new era --block bottleneck --blocks 0,2,2,2 --filters 16 --group-size 4
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in given:
+        if template not in _OPTION_OWNERS[key]:
+            flag = "--" + key.replace("_", "-")
+            owners = ", ".join(_OPTION_OWNERS[key])
+            raise EvoirError(f"option {flag} applies to {owners}, not to {template}")
+    output = check_output(output or Path(f"{template}.json"), force)
+    shape = input_shape or DEFAULT_INPUT[template]
+    kwargs = {"input_shape": shape, "classes": classes, "seed": seed}
+    if template == "era":
+        defaults = EraConfig()
+        kwargs["config"] = EraConfig(
+            block=given.get("block", defaults.block),
+            sections=given.get("blocks", defaults.sections),
+            filters=given.get("filters", defaults.filters),
+            filter_update=given.get("filter_update", defaults.filter_update),
+            group_size=given.get("group_size", defaults.group_size),
+        )
+    else:
+        kwargs.update({k: v for k, v in given.items()})
+    graph, store = TEMPLATES[template](**kwargs)
+    save_model(output, graph, store)
+    a = analyze(graph)
+    click.echo(
+        f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters, "
+        f"{human(a.macs)} MACs per example)"
+    )

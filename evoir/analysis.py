@@ -1,0 +1,80 @@
+"""Static cost analysis from the IR alone: parameters, MACs and FLOPs per node and in total.
+
+FLOPs follow the convention of ``torch.utils.flop_counter`` (and of He et al.'s tables, which
+count multiply-adds): only matmul-like ops (conv2d, linear) count, at 2 FLOPs per
+multiply-accumulate. Normalisation, activations, pooling and additions are memory-bound and
+contribute no FLOPs. Figures are per example (batch 1); multiply by the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .graph import Graph
+from .ops import get_op
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    id: str
+    op: str
+    shape: tuple[int, ...]
+    params: int
+    macs: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass(frozen=True)
+class Analysis:
+    nodes: tuple[NodeCost, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(n.params for n in self.nodes)
+
+    @property
+    def macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict:
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "nodes": [{**asdict(n), "flops": n.flops} for n in self.nodes],
+        }
+
+
+def analyze(graph: Graph) -> Analysis:
+    """Per-node and total costs. Parameters shared by several nodes are counted once."""
+    seen: set[str] = set()
+    costs = []
+    for node in graph.nodes:
+        spec = get_op(node.op)
+        attrs = spec.parse_attrs(node.attrs, node.id)
+        in_types = graph.input_types(node)
+        n_params = 0
+        for role, shape in spec.param_shapes(attrs, in_types).items():
+            tid = node.params.get(role)
+            if tid in seen:
+                continue
+            seen.add(tid)
+            count = 1
+            for d in shape:
+                count *= d
+            n_params += count
+        costs.append(
+            NodeCost(node.id, node.op, node.type.shape, n_params, spec.macs(attrs, in_types, node.type))
+        )
+    return Analysis(tuple(costs))
+
+
+def count_params(graph: Graph) -> int:
+    return analyze(graph).params

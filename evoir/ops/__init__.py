@@ -1,0 +1,7 @@
+"""The op registry. Importing this package registers every op of the IR."""
+
+from . import activation, conv, dense, io, merge, norm, pool  # noqa: F401  (registration)
+from .activation import ACTIVATIONS
+from .base import OpAttrs, OpSpec, all_ops, get_op, register
+
+__all__ = ["ACTIVATIONS", "OpAttrs", "OpSpec", "all_ops", "get_op", "register"]

@@ -1,0 +1,33 @@
+"""Element-wise activations. All are channel-wise, so each may serve as R2R's σ."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import OpAttrs, OpSpec, register
+
+
+class LeakyReluAttrs(OpAttrs):
+    negative_slope: float = Field(default=0.01)
+
+
+class GeluAttrs(OpAttrs):
+    approximate: Literal["none", "tanh"] = "none"
+
+
+def _activation(op_name: str, attrs: type[OpAttrs] | None = None) -> type[OpSpec]:
+    namespace = {"name": op_name, "channelwise": True}
+    if attrs is not None:
+        namespace["Attrs"] = attrs
+    cls = type(op_name.title().replace("_", ""), (OpSpec,), namespace)
+    cls.__doc__ = f"Element-wise {op_name}; the output keeps the input's type."
+    return register(cls)
+
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "identity")
+"""Names of the element-wise activation ops, in the order the CLI offers them."""
+
+for _name in ACTIVATIONS:
+    _activation(_name, {"leaky_relu": LeakyReluAttrs, "gelu": GeluAttrs}.get(_name))

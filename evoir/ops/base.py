@@ -1,0 +1,114 @@
+"""The op registry: each op declares its attributes, shape rule, parameters and cost.
+
+An op is described once, here in the core, by an ``OpSpec``: how to validate its attributes,
+what output type it infers from its inputs, which parameter and buffer tensors it owns (and
+their shapes), how to initialise them, and its multiply-accumulate count. Backends lower ops
+by name; they never redefine these rules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import GraphError
+from ..types import TensorType
+
+Shape = tuple[int, ...]
+
+
+class OpAttrs(BaseModel):
+    """Base of every op's attribute schema: immutable, no unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoAttrs(OpAttrs):
+    pass
+
+
+def pair(value: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """Normalise a kernel/stride/padding given as ``k`` or ``(kh, kw)`` to a pair."""
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) != 2:
+        raise ValueError(f"expected an int or a pair, got {value}")
+    return (int(value[0]), int(value[1]))
+
+
+class OpSpec:
+    """Everything the core knows about one op. Subclasses set the class variables.
+
+    Attributes:
+        name: the op's name in the IR.
+        Attrs: pydantic model of its attributes.
+        channelwise: output channel ``c`` depends only on input channel ``c``, deterministically
+            and in train and eval mode alike. R2R's zero block needs its σ to be channel-wise
+            (report §3.1, equation (a)); e.g. BN and ReLU are, dropout and softmax are not.
+        min_inputs / max_inputs: arity (``None`` for unbounded).
+    """
+
+    name: ClassVar[str]
+    Attrs: ClassVar[type[OpAttrs]] = NoAttrs
+    channelwise: ClassVar[bool] = False
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+
+    def parse_attrs(self, raw: dict[str, Any], node: str | None = None) -> OpAttrs:
+        try:
+            return self.Attrs.model_validate(dict(raw))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "attrs"
+            raise GraphError(f"bad attribute '{where}' for {self.name}: {first['msg']}", node) from None
+
+    def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:
+        """Output type; raises ``ValueError`` with a reason when the inputs do not fit."""
+        return inputs[0]
+
+    def param_shapes(self, attrs: Any, inputs: list[TensorType]) -> dict[str, Shape]:
+        """Trainable tensors this op owns, by role."""
+        return {}
+
+    def buffer_shapes(self, attrs: Any, inputs: list[TensorType]) -> dict[str, Shape]:
+        """Non-trainable state (e.g. BN running statistics), by role."""
+        return {}
+
+    def init(
+        self, attrs: Any, inputs: list[TensorType], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Fresh tensors for every parameter and buffer role (PyTorch's default init)."""
+        return {}
+
+    def macs(self, attrs: Any, inputs: list[TensorType], out: TensorType) -> int:
+        """Multiply-accumulates per example (only matmul-like ops count, as in FLOP counters)."""
+        return 0
+
+
+def kaiming_uniform(shape: Shape, fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """PyTorch's default weight init for conv and linear (kaiming_uniform with a=sqrt(5))."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec_cls: type[OpSpec]) -> type[OpSpec]:
+    """Class decorator adding an op to the registry under ``spec_cls.name``."""
+    if spec_cls.name in _REGISTRY:
+        raise RuntimeError(f"op '{spec_cls.name}' registered twice")
+    _REGISTRY[spec_cls.name] = spec_cls()
+    return spec_cls
+
+
+def get_op(name: str) -> OpSpec | None:
+    return _REGISTRY.get(name)
+
+
+def all_ops() -> dict[str, OpSpec]:
+    return dict(_REGISTRY)

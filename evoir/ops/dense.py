@@ -1,0 +1,66 @@
+"""Ops on feature vectors: ``flatten``, ``linear`` and ``dropout``."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from ..types import TensorType
+from .base import OpAttrs, OpSpec, Shape, kaiming_uniform, register
+
+
+@register
+class Flatten(OpSpec):
+    """(C,H,W) → (C·H·W,); a vector stays as it is."""
+
+    name = "flatten"
+
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        x = inputs[0]
+        return TensorType(shape=(x.numel,), dtype=x.dtype)
+
+
+class LinearAttrs(OpAttrs):
+    out_features: int = Field(gt=0)
+    bias: bool = True
+
+
+@register
+class Linear(OpSpec):
+    name = "linear"
+    Attrs = LinearAttrs
+
+    def infer(self, a: LinearAttrs, inputs: list[TensorType]) -> TensorType:
+        x = inputs[0]
+        if x.rank != 1:
+            raise ValueError(f"linear needs a feature vector (F,), got {x}; insert a flatten")
+        return TensorType(shape=(a.out_features,), dtype=x.dtype)
+
+    def param_shapes(self, a: LinearAttrs, inputs) -> dict[str, Shape]:
+        shapes = {"weight": (a.out_features, inputs[0].shape[0])}
+        if a.bias:
+            shapes["bias"] = (a.out_features,)
+        return shapes
+
+    def init(self, a: LinearAttrs, inputs, generator) -> dict[str, torch.Tensor]:
+        fan_in = inputs[0].shape[0]
+        return {
+            role: kaiming_uniform(shape, fan_in, generator)
+            for role, shape in self.param_shapes(a, inputs).items()
+        }
+
+    def macs(self, a: LinearAttrs, inputs: list[TensorType], out: TensorType) -> int:
+        return inputs[0].shape[0] * a.out_features
+
+
+class DropoutAttrs(OpAttrs):
+    p: float = Field(default=0.5, ge=0, lt=1)
+
+
+@register
+class Dropout(OpSpec):
+    """Random zeroing in train mode. Not channel-wise: the two halves of an R2R block would
+    draw different masks, so it may not serve as σ."""
+
+    name = "dropout"
+    Attrs = DropoutAttrs

@@ -1,0 +1,50 @@
+"""Batch normalisation over the channel axis."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from ..types import TensorType
+from .base import OpAttrs, OpSpec, Shape, register
+
+
+class BatchNorm2dAttrs(OpAttrs):
+    eps: float = Field(default=1e-5, gt=0)
+    momentum: float = Field(default=0.1, ge=0, le=1)
+    affine: bool = True
+
+
+@register
+class BatchNorm2d(OpSpec):
+    """Per-channel normalisation: channel-wise in eval mode, and in train mode too, because each
+    channel's batch statistics are computed from that channel alone."""
+
+    name = "batchnorm2d"
+    Attrs = BatchNorm2dAttrs
+    channelwise = True
+
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        if inputs[0].rank != 3:
+            raise ValueError(f"batchnorm2d needs a (C,H,W) input, got {inputs[0]}")
+        return inputs[0]
+
+    def param_shapes(self, a: BatchNorm2dAttrs, inputs) -> dict[str, Shape]:
+        c = inputs[0].channels
+        return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+    def buffer_shapes(self, a, inputs) -> dict[str, Shape]:
+        c = inputs[0].channels
+        return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
+
+    def init(self, a: BatchNorm2dAttrs, inputs, generator) -> dict[str, torch.Tensor]:
+        c = inputs[0].channels
+        tensors = {
+            "running_mean": torch.zeros(c),
+            "running_var": torch.ones(c),
+            "num_batches_tracked": torch.zeros((), dtype=torch.long),
+        }
+        if a.affine:
+            tensors["weight"] = torch.ones(c)
+            tensors["bias"] = torch.zeros(c)
+        return tensors

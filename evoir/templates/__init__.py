@@ -1,0 +1,24 @@
+"""Model templates for ``evoir new``: each returns a validated graph and its store."""
+
+from __future__ import annotations
+
+from .era import EraConfig, era
+from .mlp import mlp
+from .painter_base import painter_base
+from .resnet import resnet
+
+TEMPLATES = {
+    "painter-base": painter_base,
+    "resnet": resnet,
+    "era": era,
+    "mlp": mlp,
+}
+
+DEFAULT_INPUT = {
+    "painter-base": (3, 32, 32),
+    "resnet": (3, 32, 32),
+    "era": (3, 32, 32),
+    "mlp": (1, 28, 28),
+}
+
+__all__ = ["DEFAULT_INPUT", "TEMPLATES", "EraConfig", "era", "mlp", "painter_base", "resnet"]

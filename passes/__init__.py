@@ -1,0 +1,1 @@
+"""Rewrite passes over the IR (installed as ``evoir.passes``)."""
