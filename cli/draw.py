@@ -14,8 +14,13 @@ from .common import load, model_argument
 
 @click.command()
 @model_argument
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Picture to write: .svg, .png or .dot.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Picture to write: .svg, .png or .dot.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def draw(model_path, output, force):
     """Draw a model's graph.

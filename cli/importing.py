@@ -46,7 +46,10 @@ def resolve(spec: str) -> nn.Module:
     if not isinstance(obj, nn.Module):
         if not callable(obj):
             raise EvoirError(f"{spec!r} is neither an nn.Module nor callable")
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as err:  # the user's constructor failed; say so in one line
+            raise EvoirError(f"calling {spec!r} failed: {type(err).__name__}: {err}") from None
     if not isinstance(obj, nn.Module):
         raise EvoirError(f"{spec!r} did not produce an nn.Module (got {type(obj).__name__})")
     return obj
@@ -54,10 +57,21 @@ def resolve(spec: str) -> nn.Module:
 
 @click.command("import")
 @click.argument("source", metavar="MODULE_PATH:ATTR")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Model file to write.")
-@click.option("--input", "input_shape", type=SHAPE, default="3,32,32", show_default=True,
-              help="Input shape without the batch axis.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file to write.",
+)
+@click.option(
+    "--input",
+    "input_shape",
+    type=SHAPE,
+    default="3,32,32",
+    show_default=True,
+    help="Input shape without the batch axis.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def import_cmd(source, output, input_shape, force):
     """Import a torch.fx-traceable nn.Module built from evoir's ops.

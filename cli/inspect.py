@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 import torch
@@ -38,9 +39,16 @@ def show(model_path, as_json):
             "inputs": [list(n.type.shape) for n in graph.input_nodes],
             "outputs": [list(n.type.shape) for n in graph.output_nodes],
             "per_node": [
-                {"id": c.id, "op": c.op, "inputs": list(n.inputs), "shape": list(c.shape),
-                 "params": c.params, "macs": c.macs, "flops": c.flops}
-                for c, n in zip(a.nodes, graph.nodes)
+                {
+                    "id": c.id,
+                    "op": c.op,
+                    "inputs": list(n.inputs),
+                    "shape": list(c.shape),
+                    "params": c.params,
+                    "macs": c.macs,
+                    "flops": c.flops,
+                }
+                for c, n in zip(a.nodes, graph.nodes, strict=True)
             ],
         }
         click.echo(json.dumps(doc, indent=1))
@@ -49,17 +57,31 @@ def show(model_path, as_json):
     from rich.table import Table
 
     table = Table(title=f"{graph.name}  ({model_path})", title_justify="left")
-    for col, justify in (("node", "left"), ("op", "left"), ("inputs", "left"),
-                         ("output", "left"), ("params", "right"), ("FLOPs", "right")):
-        table.add_column(col, justify=justify)
-    for c, n in zip(a.nodes, graph.nodes):
-        table.add_row(c.id, c.op, ", ".join(n.inputs), str(n.type),
-                      human(c.params) if c.params else "", human(c.flops) if c.flops else "")
+    for col, justify in (
+        ("node", "left"),
+        ("op", "left"),
+        ("inputs", "left"),
+        ("output", "left"),
+        ("params", "right"),
+        ("FLOPs", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for c, n in zip(a.nodes, graph.nodes, strict=True):
+        table.add_row(
+            c.id,
+            c.op,
+            ", ".join(n.inputs),
+            str(n.type),
+            human(c.params) if c.params else "",
+            human(c.flops) if c.flops else "",
+        )
     table.add_section()
     table.add_row("total", "", "", "", human(a.params), human(a.flops))
-    Console(soft_wrap=False).print(table)
-    click.echo(f"{len(graph)} nodes, {a.params:,} parameters, {a.macs:,} MACs "
-               f"({a.flops:,} FLOPs) per example")
+    # Piped output keeps whole rows (no terminal width to fit); a terminal wraps as usual.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    click.echo(
+        f"{len(graph)} nodes, {a.params:,} parameters, {a.macs:,} MACs ({a.flops:,} FLOPs) per example"
+    )
 
 
 @click.command()
@@ -74,14 +96,17 @@ def validate(model_path):
       evoir validate r20.json
     """
     model = load(model_path)
-    click.echo(f"{model_path}: valid ({len(model.graph)} nodes, "
-               f"{len(model.graph.tensor_ids())} tensors)")
+    click.echo(f"{model_path}: valid ({len(model.graph)} nodes, {len(model.graph.tensor_ids())} tensors)")
 
 
 @click.command()
 @model_argument
-@click.option("--input-random", is_flag=True, required=True,
-              help="Feed seeded standard-normal inputs (the only input source for now).")
+@click.option(
+    "--input-random",
+    is_flag=True,
+    required=True,
+    help="Feed seeded standard-normal inputs (the only input source for now).",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train", is_flag=True, help="Run in train mode (BN batch statistics).")
@@ -102,7 +127,9 @@ def run(model_path, input_random, batch, seed, train):
     with torch.no_grad():
         out = module(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
-    for node, value in zip(model.graph.output_nodes, outs):
+    for node, value in zip(model.graph.output_nodes, outs, strict=True):
         finite = bool(torch.isfinite(value).all())
-        click.echo(f"{node.id}: shape {list(value.shape)}, mean {value.mean().item():.4g}, "
-                   f"std {value.std().item():.4g}{'' if finite else ', NOT FINITE'}")
+        click.echo(
+            f"{node.id}: shape {list(value.shape)}, mean {value.mean().item():.4g}, "
+            f"std {value.std().item():.4g}{'' if finite else ', NOT FINITE'}"
+        )

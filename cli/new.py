@@ -28,14 +28,21 @@ _OPTION_OWNERS = {
 
 @click.command()
 @click.argument("template", metavar="TEMPLATE", type=click.Choice(sorted(TEMPLATES)))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model file to write (default: TEMPLATE.json).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file to write (default: TEMPLATE.json).",
+)
 @click.option("--input", "input_shape", type=SHAPE, help="Input shape without batch, e.g. 3,32,32.")
 @click.option("--classes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--depth", type=int, help="resnet: 6n+2 layers (20, 32, 56, 110). [default: 20]")
-@click.option("--width", type=click.IntRange(min=1),
-              help="resnet: first-stage channels [16]; painter-base: channels [32].")
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    help="resnet: first-stage channels [16]; painter-base: channels [32].",
+)
 @click.option("--hidden", type=click.IntRange(min=1), help="mlp: hidden units. [default: 128]")
 @click.option("--block", type=click.Choice(["basic", "bottleneck"]), help="era: block type.")
 @click.option("--blocks", type=INT_LIST, help="era: blocks in the four sections, e.g. 0,3,3,3.")
@@ -83,6 +90,5 @@ def new(template, output, input_shape, classes, seed, force, **options):
     save_model(output, graph, store)
     a = analyze(graph)
     click.echo(
-        f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters, "
-        f"{human(a.macs)} MACs per example)"
+        f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters, {human(a.macs)} MACs per example)"
     )

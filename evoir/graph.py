@@ -280,4 +280,3 @@ def node_kinds(graph: Graph) -> dict[str, int]:
     for n in graph.nodes:
         counts[n.op] = counts.get(n.op, 0) + 1
     return counts
-

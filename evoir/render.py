@@ -18,8 +18,13 @@ from .modelfile import atomic_write_bytes
 FORMATS = (".svg", ".png", ".dot")
 
 _COLOURS = {
-    "input": "#c7e9c0", "output": "#c7e9c0", "conv2d": "#9ecae1", "linear": "#9ecae1",
-    "batchnorm2d": "#fdd0a2", "add": "#fcbba1", "concat": "#fcbba1",
+    "input": "#c7e9c0",
+    "output": "#c7e9c0",
+    "conv2d": "#9ecae1",
+    "linear": "#9ecae1",
+    "batchnorm2d": "#fdd0a2",
+    "add": "#fcbba1",
+    "concat": "#fcbba1",
 }
 _DEFAULT_COLOUR = "#e5e5e5"
 
@@ -31,7 +36,11 @@ def _label(graph: Graph, node_id: str) -> str:
 
 
 def to_dot(graph: Graph) -> str:
-    lines = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontsize=10];']
+    lines = [
+        f'digraph "{graph.name}" {{',
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontsize=10];',
+    ]
     for n in graph.nodes:
         label = _label(graph, n.id).replace("\n", "\\n")
         colour = _COLOURS.get(n.op, _DEFAULT_COLOUR)
@@ -65,8 +74,17 @@ def render(graph: Graph, path: str | os.PathLike) -> None:
     fig, ax = plt.subplots(figsize=(max(4.0, 2.6 * width), max(3.0, 0.85 * len(generations))))
     nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, node_size=1800, edge_color="#777")
     for nid, (x, y) in pos.items():
-        ax.text(x, y, _label(graph, nid), ha="center", va="center", fontsize=6.5,
-                bbox=dict(boxstyle="round,pad=0.3", fc=_COLOURS.get(graph.node(nid).op, _DEFAULT_COLOUR), ec="#555"))
+        ax.text(
+            x,
+            y,
+            _label(graph, nid),
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            bbox=dict(
+                boxstyle="round,pad=0.3", fc=_COLOURS.get(graph.node(nid).op, _DEFAULT_COLOUR), ec="#555"
+            ),
+        )
     ax.set_axis_off()
     ax.set_title(graph.name)
     fig.tight_layout()

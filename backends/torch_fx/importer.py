@@ -9,6 +9,7 @@ naming the first unsupported fx node.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Any
 
 import torch
@@ -22,12 +23,23 @@ from evoir.graph import Graph, Node
 from evoir.store import TensorStore
 
 _ACT_MODULES = {
-    nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.SiLU: "silu",
-    nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity",
+    nn.ReLU: "relu",
+    nn.LeakyReLU: "leaky_relu",
+    nn.GELU: "gelu",
+    nn.SiLU: "silu",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.Identity: "identity",
 }
 _ACT_FUNCTIONS = {
-    F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", F.gelu: "gelu",
-    F.silu: "silu", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+    F.relu: "relu",
+    torch.relu: "relu",
+    F.leaky_relu: "leaky_relu",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
     F.sigmoid: "sigmoid",
 }
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
@@ -48,15 +60,24 @@ class _Importer:
         return UnsupportedError(f"cannot import fx node '{n.name}' ({n.op} {_target_name(n)}): {why}")
 
     def fresh_id(self, base: str) -> str:
-        base = base.replace("_", ".") if base.startswith("_") else base
+        base = re.sub(r"[^A-Za-z0-9_.\-/]", "_", base)
+        if not re.match(r"[A-Za-z_]", base):
+            base = "m" + base  # Sequential children are named 0, 1, …
         name, k = base, 1
         while name in self.ids:
             name, k = f"{base}_{k}", k + 1
         self.ids.add(name)
         return name
 
-    def emit(self, n: fx.Node, op: str, inputs: list[Node], attrs: dict | None = None,
-             tensors: dict[str, tuple[torch.Tensor, bool]] | None = None, name: str | None = None) -> Node:
+    def emit(
+        self,
+        n: fx.Node,
+        op: str,
+        inputs: list[Node],
+        attrs: dict | None = None,
+        tensors: dict[str, tuple[torch.Tensor, bool]] | None = None,
+        name: str | None = None,
+    ) -> Node:
         node_id = self.fresh_id(name or n.name)
         params = {}
         for role, (tensor, is_buffer) in (tensors or {}).items():
@@ -89,11 +110,18 @@ class _Importer:
                 if padding == "valid":
                     padding = (0, 0)
                 else:  # 'same' with stride 1
-                    padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
-                    if any(d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size)):
+                    padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size, strict=True))
+                    if any(d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size, strict=True)):
                         raise self.unsupported(n, "asymmetric 'same' padding")
-            attrs = dict(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride,
-                         padding=padding, dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+            attrs = dict(
+                out_channels=m.out_channels,
+                kernel=m.kernel_size,
+                stride=m.stride,
+                padding=padding,
+                dilation=m.dilation,
+                groups=m.groups,
+                bias=m.bias is not None,
+            )
             tensors = {"weight": (m.weight, False)}
             if m.bias is not None:
                 tensors["bias"] = (m.bias, False)
@@ -115,7 +143,9 @@ class _Importer:
             tensors = {"weight": (m.weight, False)}
             if m.bias is not None:
                 tensors["bias"] = (m.bias, False)
-            self.emit(n, "linear", x, dict(out_features=m.out_features, bias=m.bias is not None), tensors, name)
+            self.emit(
+                n, "linear", x, dict(out_features=m.out_features, bias=m.bias is not None), tensors, name
+            )
         elif type(m) in _ACT_MODULES:
             op = _ACT_MODULES[type(m)]
             attrs = {}
@@ -145,8 +175,9 @@ class _Importer:
             raise self.unsupported(n, "max pooling with dilation or indices")
         if isinstance(m, nn.AvgPool2d) and m.divisor_override is not None:
             raise self.unsupported(n, "average pooling with divisor_override")
-        attrs = dict(kernel=m.kernel_size, stride=m.stride or m.kernel_size, padding=m.padding,
-                     ceil_mode=m.ceil_mode)
+        attrs = dict(
+            kernel=m.kernel_size, stride=m.stride or m.kernel_size, padding=m.padding, ceil_mode=m.ceil_mode
+        )
         op = "maxpool2d"
         if isinstance(m, nn.AvgPool2d):
             op = "avgpool2d"
@@ -162,7 +193,9 @@ class _Importer:
         elif t in _ACT_FUNCTIONS:
             attrs = {}
             if t is F.leaky_relu:
-                attrs["negative_slope"] = n.kwargs.get("negative_slope", n.args[1] if len(n.args) > 1 else 0.01)
+                attrs["negative_slope"] = n.kwargs.get(
+                    "negative_slope", n.args[1] if len(n.args) > 1 else 0.01
+                )
             self.emit(n, _ACT_FUNCTIONS[t], [self.arg(n, n.args[0])], attrs)
         elif t is torch.cat:
             tensors = n.args[0]
@@ -194,8 +227,11 @@ class _Importer:
             self.emit(n, "add", [self.arg(n, a) for a in n.args])
         elif method == "flatten" and tuple(n.args[1:]) in ((1,), (1, -1)):
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
-        elif method in ("view", "reshape") and len(n.args) == 3 and n.args[2] == -1 and (
-            n.args[1] in self.batch_sizes or n.args[1] == -1
+        elif (
+            method in ("view", "reshape")
+            and len(n.args) == 3
+            and n.args[2] == -1
+            and (n.args[1] in self.batch_sizes or n.args[1] == -1)
         ):
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
         else:

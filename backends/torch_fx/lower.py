@@ -161,7 +161,10 @@ def _maxpool(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
 def _avgpool(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     a = lw.attrs(node)
     kwargs = dict(
-        kernel_size=a.kernel, stride=a.effective_stride, padding=a.padding, ceil_mode=a.ceil_mode,
+        kernel_size=a.kernel,
+        stride=a.effective_stride,
+        padding=a.padding,
+        ceil_mode=a.ceil_mode,
         count_include_pad=a.count_include_pad,
     )
     return lw.fx.call_function(F.avg_pool2d, tuple(args), kwargs)

@@ -54,8 +54,7 @@ class Conv2d(OpSpec):
         c, h, w = x.shape
         if c % a.groups or a.out_channels % a.groups:
             raise ValueError(
-                f"groups={a.groups} must divide input channels {c} and output channels "
-                f"{a.out_channels}"
+                f"groups={a.groups} must divide input channels {c} and output channels {a.out_channels}"
             )
         oh = conv_output_size(h, a.kernel[0], a.stride[0], a.padding[0], a.dilation[0])
         ow = conv_output_size(w, a.kernel[1], a.stride[1], a.padding[1], a.dilation[1])

@@ -23,7 +23,13 @@ def conv_bn(
 ) -> Node:
     """conv (no bias: BN follows) → BN → optional ReLU."""
     h = b.conv2d(
-        x, out, kernel=kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False,
+        x,
+        out,
+        kernel=kernel,
+        stride=stride,
+        padding=kernel // 2,
+        groups=groups,
+        bias=False,
         name=f"{name}.conv",
     )
     h = b.batchnorm2d(h, name=f"{name}.bn")
@@ -37,9 +43,7 @@ def shortcut(b: GraphBuilder, x: Node, out: int, stride: int, name: str) -> Node
     return conv_bn(b, x, out, 1, f"{name}.shortcut", stride=stride, relu=False)
 
 
-def basic_block(
-    b: GraphBuilder, x: Node, width: int, name: str, *, stride: int = 1, groups: int = 1
-) -> Node:
+def basic_block(b: GraphBuilder, x: Node, width: int, name: str, *, stride: int = 1, groups: int = 1) -> Node:
     """He et al.'s basic block: relu(x' + BN(conv3(relu(BN(conv3(x)))))), both convs grouped."""
     h = conv_bn(b, x, width, 3, f"{name}.1", stride=stride, groups=groups)
     h = conv_bn(b, h, width, 3, f"{name}.2", groups=groups, relu=False)
@@ -48,7 +52,13 @@ def basic_block(
 
 
 def bottleneck_block(
-    b: GraphBuilder, x: Node, width: int, name: str, *, stride: int = 1, groups: int = 1,
+    b: GraphBuilder,
+    x: Node,
+    width: int,
+    name: str,
+    *,
+    stride: int = 1,
+    groups: int = 1,
     expansion: int = 4,
 ) -> Node:
     """1×1 reduce → grouped 3×3 (strided) → 1×1 expand (×4), with a residual sum and ReLU."""

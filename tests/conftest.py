@@ -1,0 +1,71 @@
+"""Shared fixtures: small models on disk and a CLI runner that goes through ``main``."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the hand-written reference networks live in bench/
+    sys.path.insert(0, str(ROOT))
+
+from evoir.cli.main import main  # noqa: E402
+from evoir.modelfile import save_model  # noqa: E402
+from evoir.templates import painter_base, resnet  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def evoir_cli(capsys, monkeypatch, tmp_path):
+    """Run ``evoir ARGS`` in-process (through the real entry point) inside ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def r20_file(tmp_path) -> Path:
+    graph, store = resnet(depth=20)
+    return save_model(tmp_path / "r20.json", graph, store)
+
+
+@pytest.fixture
+def painter_file(tmp_path) -> Path:
+    graph, store = painter_base(width=8)
+    return save_model(tmp_path / "painter.json", graph, store)
+
+
+def assert_user_error(result: Result, *needles: str) -> None:
+    """Exit 2, one line on stderr naming the problem, no traceback."""
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("evoir: error: ")
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -1,0 +1,75 @@
+"""Importing torch.fx-traceable modules into the IR."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from evoir import UnsupportedError
+from evoir.backends.torch_fx import import_module, lower
+
+
+def test_resnet18_imports_lowers_and_reproduces_outputs():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    graph, store = import_module(model, (3, 64, 64))
+    module = lower(graph, store).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), rtol=0, atol=1e-5)
+    assert graph.node("layer1.0.conv1").op == "conv2d"
+    assert sum(n.op == "add" for n in graph.nodes) == 8
+    # The store holds copies: the imported model is independent of the module.
+    assert store["conv1.weight"].data_ptr() != model.conv1.weight.data_ptr()
+
+
+class ViewNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding="same")
+        self.b = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        h = torch.cat([self.a(x), self.b(x)], dim=1).relu()
+        h = h.view(h.size(0), -1)
+        return torch.sigmoid(self.fc(h))
+
+
+def test_cat_methods_and_view_flatten_import():
+    model = ViewNet().eval()
+    graph, store = import_module(model, (3, 4, 4))
+    ops = [n.op for n in graph.nodes]
+    assert ops == ["input", "conv2d", "conv2d", "concat", "relu", "flatten", "linear", "sigmoid", "output"]
+    x = torch.randn(3, 3, 4, 4)
+    torch.testing.assert_close(lower(graph, store)(x), model(x))
+
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.LayerNorm([4, 6, 6])
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+def test_first_unsupported_node_is_named():
+    with pytest.raises(UnsupportedError, match=r"fx node 'norm' .*LayerNorm"):
+        import_module(Unsupported(), (3, 8, 8))
+
+
+def test_shape_that_does_not_fit_is_reported():
+    with pytest.raises(UnsupportedError, match=r"fx node '_0'.*node 'm0'.*does not fit"):
+        import_module(nn.Sequential(nn.Conv2d(3, 4, 5)), (3, 3, 3))
+
+
+def test_untraceable_module_is_reported():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(UnsupportedError, match="cannot trace"):
+        import_module(Branchy(), (3, 4, 4))
