@@ -72,7 +72,15 @@ def render(graph: Graph, path: str | os.PathLike) -> None:
             pos[nid] = (col - (len(ids) - 1) / 2, -row)
     width = max(len(ids) for ids in generations)
     fig, ax = plt.subplots(figsize=(max(4.0, 2.6 * width), max(3.0, 0.85 * len(generations))))
-    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, node_size=1800, edge_color="#777")
+    row = {nid: -y for nid, (_, y) in pos.items()}
+    adjacent = [(u, v) for u, v in g.edges if row[v] - row[u] == 1]
+    skipping = [(u, v) for u, v in g.edges if row[v] - row[u] > 1]
+    common = dict(ax=ax, arrows=True, arrowsize=8, node_size=1800, edge_color="#777")
+    nx.draw_networkx_edges(g, pos, edgelist=adjacent, **common)
+    # Residual and other long edges bend away from the main column so they stay visible.
+    nx.draw_networkx_edges(
+        g, pos, edgelist=skipping, connectionstyle="arc3,rad=0.35", style="dashed", **common
+    )
     for nid, (x, y) in pos.items():
         ax.text(
             x,
