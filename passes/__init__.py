@@ -1,1 +1,10 @@
-"""Rewrite passes over the IR (installed as ``evoir.passes``)."""
+"""Rewrite passes over the IR (installed as ``evoir.passes``).
+
+Importing this package registers every pass; ``all_passes()`` lists them and ``parse_pass``
+turns a pass line back into a pass.
+"""
+
+from . import deepen, inception, widen  # noqa: F401  (registration)
+from .base import Pass, PassResult, all_passes, get_pass, parse_pass, register_pass
+
+__all__ = ["Pass", "PassResult", "all_passes", "get_pass", "parse_pass", "register_pass"]

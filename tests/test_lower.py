@@ -111,6 +111,8 @@ def test_every_op_lowers_with_the_inferred_shape():
     for act in ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "identity"):
         nodes.append(b.act(x, act))
     nodes.append(b.add("batchnorm2d", [x]))
+    nodes.append(b.add("layernorm", [x]))
+    nodes.append(b.add("softmax", [x]))
     flat = b.add("flatten", [x])
     nodes.append(b.linear(flat, 3))
     outs = [b.output(n, name=f"out_{k}") for k, n in enumerate(nodes)]
@@ -119,3 +121,13 @@ def test_every_op_lowers_with_the_inferred_shape():
     results = module(torch.randn(2, 4, 9, 9))
     for node, value in zip(graph.output_nodes, results, strict=True):
         assert tuple(value.shape[1:]) == node.type.shape, node.id
+
+
+def test_channel_layernorm_and_softmax_mix_channels():
+    b = GraphBuilder()
+    x = b.input((4, 3, 3))
+    graph, store = b.build(b.output(b.add("layernorm", [x])), b.output(b.add("softmax", [x]), name="o2"))
+    v = torch.randn(2, 4, 3, 3)
+    ln, sm = lower(graph, store)(v)
+    torch.testing.assert_close(ln.mean(dim=1), torch.zeros(2, 3, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sm.sum(dim=1), torch.ones(2, 3, 3))

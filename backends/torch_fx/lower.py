@@ -150,6 +150,32 @@ def _concat(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(torch.cat, (list(args),), {"dim": 1})
 
 
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis (dim 1) of an (N, C, …) tensor."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(channels, device="meta"))
+        self.bias = nn.Parameter(torch.empty(channels, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return F.layer_norm(x, (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.movedim(1, -1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.movedim(-1, 1)
+
+
+@lowers("layernorm")
+def _layernorm(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.call_module(node, ChannelLayerNorm(node.type.channels, lw.attrs(node).eps), args)
+
+
+@lowers("softmax")
+def _softmax(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(F.softmax, tuple(args), {"dim": 1})
+
+
 @lowers("maxpool2d")
 def _maxpool(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     a = lw.attrs(node)

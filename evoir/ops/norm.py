@@ -48,3 +48,32 @@ class BatchNorm2d(OpSpec):
             tensors["weight"] = torch.ones(c)
             tensors["bias"] = torch.zeros(c)
         return tensors
+
+
+class LayerNormAttrs(OpAttrs):
+    eps: float = Field(default=1e-5, gt=0)
+
+
+@register
+class LayerNorm(OpSpec):
+    """Normalisation across the channel axis at each position (ConvNeXt's LayerNorm2d; plain
+    LayerNorm on a feature vector). NOT channel-wise: every output channel depends on all
+    input channels through the mean and variance, so it may never serve as R2R's σ."""
+
+    name = "layernorm"
+    Attrs = LayerNormAttrs
+
+    def param_shapes(self, a, inputs) -> dict[str, Shape]:
+        c = inputs[0].channels
+        return {"weight": (c,), "bias": (c,)}
+
+    def init(self, a, inputs, generator) -> dict[str, torch.Tensor]:
+        c = inputs[0].channels
+        return {"weight": torch.ones(c), "bias": torch.zeros(c)}
+
+
+@register
+class Softmax(OpSpec):
+    """Softmax across the channel axis. NOT channel-wise (the normaliser sums all channels)."""
+
+    name = "softmax"

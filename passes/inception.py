@@ -1,0 +1,60 @@
+"""``inception``: a zero-initialised Inception module (Painter's proposal, Fig. 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from evoir.errors import PassError
+from evoir.graph import Graph
+from evoir.store import TensorStore
+
+from .base import Pass, PassResult, option, register_pass
+from .r2r import KERNELS, auto_channels, widen_residual
+from .rewrite import Rewriter
+from .topology import residual_adds
+
+
+@register_pass
+@dataclass(frozen=True)
+class Inception(Pass):
+    """x + F(x) → x + F(x) + [β₁ −β₁ … βₙ −βₙ] * concat(σ([W₁;W₁] * x), …, σ([Wₙ;Wₙ] * x)).
+
+    Parallel R2R branches, one per kernel size, concatenated and projected back by one 1×1
+    convolution whose columns pair up as β_k/−β_k, so the module is zero for every x.
+    """
+
+    name: ClassVar[str] = "inception"
+    summary: ClassVar[str] = (
+        "a zero-initialised Inception module (parallel k×k R2R branches) in a residual block"
+    )
+
+    at: str | None = option(None, "node id of the residual add (none: a random one)")
+    channels: int | None = option(None, "hidden channels per branch, even (none: a quarter of the width)")
+    kernels: tuple[int, ...] = option((1, 3, 5), "kernel size of each branch")
+    sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu)")
+    seed: int = option(0, "seed for target choice and the new weights")
+
+    def __post_init__(self):
+        if not self.kernels or any(k not in KERNELS for k in self.kernels):
+            raise PassError(f"{self.line()}: kernels must be drawn from {KERNELS}, got {list(self.kernels)}")
+        if self.channels is not None and (self.channels < 2 or self.channels % 2):
+            raise PassError(f"{self.line()}: channels must be even and ≥ 2, got {self.channels}")
+
+    def run(self, graph: Graph, store: TensorStore) -> PassResult:
+        rw = Rewriter(graph, store, self.seed)
+        at = self.at
+        if at is None:
+            candidates = [n.id for n in residual_adds(graph) if n.type.rank == 3]
+            if not candidates:
+                raise self.refuse("the graph has no convolutional residual block")
+            at = rw.random.choice(candidates)
+        channels = self.channels or auto_channels(graph.node(at).type.channels)
+        try:
+            block = widen_residual(rw, graph, at, channels, tuple(self.kernels), self.sigma, "inception")
+        except PassError as err:
+            raise self.refuse(str(err)) from None
+        applied = Inception(
+            at=at, channels=channels, kernels=tuple(self.kernels), sigma=self.sigma, seed=self.seed
+        )
+        return PassResult(rw.finish(), rw.added, True, applied, {"zero_blocks": [block.exit.id]})

@@ -1,0 +1,225 @@
+"""R2R zero blocks (Painter's report §3.1): z(x) = [β −β] * σ([W; W] * x) = 0 for every x.
+
+Both halves of the hidden layer see identical inputs through identical filters, so a
+channel-wise σ (BN included, in train and eval mode alike: both halves have equal batch
+statistics) gives identical activations, and the paired β/−β projection cancels them. W and
+β are free parameters: they are drawn to match the variance of the layers the block joins
+(App. C.3), never zero, so that the block can learn as soon as training resumes.
+
+Several kernels make an Inception-style block (the proposal's Fig. 1): one hidden branch per
+kernel, concatenated, projected back by one 1×1 conv whose columns pair up as β_k/−β_k.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from evoir.errors import PassError
+from evoir.graph import Graph, Node
+from evoir.ops import get_op
+
+from .rewrite import Rewriter
+
+ACT_ALIASES = {"bn": "batchnorm2d"}
+KERNELS = (1, 3, 5, 7)
+
+
+def parse_sigma(spec: str, rank: int) -> tuple[str, ...]:
+    """``"bn+relu"`` → ``("batchnorm2d", "relu")``, refusing any op that mixes channels.
+
+    Raises:
+        PassError: for an unknown op, or a σ with inter-channel dependencies (report §3.1,
+            equation (a): the two halves would no longer be equal).
+    """
+    ops = tuple(ACT_ALIASES.get(p.strip(), p.strip()) for p in spec.split("+") if p.strip())
+    if not ops:
+        raise PassError("σ must name at least one op (e.g. bn+relu)")
+    for op in ops:
+        spec_ = get_op(op)
+        if spec_ is None:
+            raise PassError(f"σ op '{op}' is not an op of the IR")
+        if not spec_.channelwise:
+            raise PassError(
+                f"σ op '{op}' has inter-channel dependencies, so the two halves of the R2R block "
+                "would not stay equal and z(x) = 0 would not hold (report §3.1, equation (a))"
+            )
+        if op == "batchnorm2d" and rank != 3:
+            raise PassError("σ op 'bn' needs an image tensor (C,H,W); use an activation for vectors")
+        if get_op(op).min_inputs != 1 or op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            raise PassError(f"σ op '{op}' changes the shape; σ must be a channel-wise activation or BN")
+    return ops
+
+
+def matched_std(reference: torch.Tensor | None, fan_in: int) -> float:
+    """Std for a new layer of ``fan_in`` that joins a layer with weights ``reference``:
+    the reference's std rescaled by fan-in, so activations keep their scale (App. C.3).
+    Falls back to He init where there is no usable reference. Never zero."""
+    if reference is not None and reference.numel() > 1:
+        ref_fan_in = reference[0].numel()
+        std = float(reference.detach().float().std()) * math.sqrt(ref_fan_in / max(fan_in, 1))
+        if math.isfinite(std) and std > 0:
+            return std
+    return math.sqrt(2.0 / max(fan_in, 1))
+
+
+@dataclass(frozen=True)
+class ZeroBlock:
+    """The nodes of one zero block, in graph order; ``exit`` is the β projection."""
+
+    nodes: tuple[Node, ...]
+    exit: Node
+
+
+def build_zero_block(
+    rw: Rewriter,
+    graph: Graph,
+    x: Node,
+    out_channels: int,
+    out_spatial: tuple[int, ...],
+    channels: int,
+    kernels: tuple[int, ...],
+    sigma: tuple[str, ...],
+    prefix: str,
+    w_reference: torch.Tensor | None,
+    beta_reference: torch.Tensor | None,
+) -> ZeroBlock:
+    """Nodes computing z(x) with ``channels`` hidden channels per kernel (split W/W), shaped
+    ``(out_channels, *out_spatial)``. Image inputs use convs, vectors use linear layers."""
+    if channels < 2 or channels % 2:
+        raise PassError(f"an R2R block needs an even number of hidden channels ≥ 2, got {channels}")
+    half = channels // 2
+    image = x.type.rank == 3
+    nodes: list[Node] = []
+    branches: list[Node] = []
+    for k in kernels:
+        if image:
+            stride = _stride(x.type.shape[1:], out_spatial, k)
+            fan_in = x.type.channels * k * k
+            w = torch.randn((half, x.type.channels, k, k), generator=rw.generator)
+            w = w * matched_std(w_reference, fan_in)
+            hidden = rw.new_node(
+                f"{prefix}.k{k}.w",
+                "conv2d",
+                [x],
+                dict(out_channels=channels, kernel=k, stride=stride, padding=k // 2, bias=False),
+                {"weight": torch.cat([w, w])},
+            )
+        else:
+            if k != 1:
+                raise PassError(f"a vector has no spatial axes: kernel must be 1, got {k}")
+            fan_in = x.type.shape[0]
+            w = torch.randn((half, fan_in), generator=rw.generator) * matched_std(w_reference, fan_in)
+            hidden = rw.new_node(
+                f"{prefix}.w",
+                "linear",
+                [x],
+                dict(out_features=channels, bias=False),
+                {"weight": torch.cat([w, w])},
+            )
+        nodes.append(hidden)
+        h = hidden
+        for op in sigma:
+            # Default init gives every per-channel parameter (BN: γ=1, β=0, running stats 0/1)
+            # equal values in both halves, which is what the zero needs.
+            h = rw.new_node(f"{hidden.id}.{op}", op, [h])
+            nodes.append(h)
+        branches.append(h)
+    joined = branches[0]
+    if len(branches) > 1:
+        joined = rw.new_node(f"{prefix}.cat", "concat", branches)
+        nodes.append(joined)
+    columns = []
+    for _ in kernels:
+        shape = (out_channels, half, 1, 1) if image else (out_channels, half)
+        beta = torch.randn(shape, generator=rw.generator) * matched_std(beta_reference, half * len(kernels))
+        columns += [beta, -beta]
+    weight = torch.cat(columns, dim=1)
+    if image:
+        exit_ = rw.new_node(
+            f"{prefix}.beta",
+            "conv2d",
+            [joined],
+            dict(out_channels=out_channels, kernel=1, bias=False),
+            {"weight": weight},
+        )
+    else:
+        exit_ = rw.new_node(
+            f"{prefix}.beta",
+            "linear",
+            [joined],
+            dict(out_features=out_channels, bias=False),
+            {"weight": weight},
+        )
+    nodes.append(exit_)
+    if exit_.type.shape != (out_channels, *out_spatial):
+        raise PassError(
+            f"the zero block would produce {exit_.type}, the site needs {(out_channels, *out_spatial)}"
+        )
+    return ZeroBlock(tuple(nodes), exit_)
+
+
+def _stride(in_hw: tuple[int, ...], out_hw: tuple[int, ...], k: int) -> int:
+    """The stride that maps ``in_hw`` to ``out_hw`` with padding k//2, or refuse."""
+    for s in range(1, max(in_hw) + 1):
+        got = tuple((d + 2 * (k // 2) - k) // s + 1 for d in in_hw)
+        if got == tuple(out_hw):
+            return s
+    raise PassError(f"no stride maps spatial size {in_hw} to {out_hw} with a {k}×{k} kernel")
+
+
+def default_sigma(rank: int) -> str:
+    """BN+ReLU for images (the report's choice); ReLU for vectors, which have no BN2d."""
+    return "bn+relu" if rank == 3 else "relu"
+
+
+def weight_of(rw: Rewriter, node: Node | None) -> torch.Tensor | None:
+    return rw.tensor(node.params["weight"]) if node is not None else None
+
+
+def widen_residual(
+    rw: Rewriter,
+    graph: Graph,
+    at: str,
+    channels: int | None,
+    kernels: tuple[int, ...],
+    sigma: str | None,
+    label: str,
+) -> ZeroBlock:
+    """R2WiderR at the residual sum ``at``: x + F(x) → x + F(x) + z(x), z reading the block
+    input x and shaped like the sum. Used by ``widen`` (one kernel) and ``inception``."""
+    from .topology import block_input, reference_layers
+
+    add = graph.node(at)
+    if add.op != "add":
+        raise PassError(f"target '{at}' is a {add.op}; R2WiderR targets the add of a residual block")
+    x = block_input(graph, at)
+    if x is None:
+        raise PassError(f"'{at}' is not a residual sum: its inputs share no block input")
+    if x.type.rank not in (1, 3):
+        raise PassError(f"block input '{x.id}' has type {x.type}; R2R blocks need (C,H,W) or (F,)")
+    first, last = reference_layers(graph, x.id, at)
+    hidden = channels if channels is not None else auto_channels(add.type.channels)
+    block = build_zero_block(
+        rw,
+        graph,
+        x,
+        add.type.channels,
+        add.type.shape[1:],
+        hidden,
+        kernels,
+        parse_sigma(sigma or default_sigma(x.type.rank), x.type.rank),
+        rw.fresh_node_id(f"{at}.{label}"),
+        weight_of(rw, first),
+        weight_of(rw, last),
+    )
+    rw.insert_before(at, list(block.nodes))
+    rw.replace(rw.with_inputs(add, [*add.inputs, block.exit.id]))
+    return block
+
+
+def auto_channels(width: int) -> int:
+    """Default hidden channels of a new block: a quarter of the width it joins, even, ≥ 2."""
+    return max(2, (width // 4) // 2 * 2)

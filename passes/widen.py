@@ -1,0 +1,59 @@
+"""``widen``: R2WiderR (report §3.2) — add a zero block in parallel inside a residual block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from evoir.errors import PassError
+from evoir.graph import Graph
+from evoir.store import TensorStore
+
+from .base import Pass, PassResult, option, register_pass
+from .r2r import KERNELS, auto_channels, widen_residual
+from .rewrite import Rewriter
+from .topology import residual_adds
+
+
+@register_pass
+@dataclass(frozen=True)
+class Widen(Pass):
+    """x + F(x) → x + F(x) + z(x) with z(x) = [β −β] * σ([W; W] * x).
+
+    No existing tensor is touched: the child shares every parent tensor by id. Refuses odd
+    channel counts, kernels outside 1/3/5/7, a σ that mixes channels, and targets that are
+    not the sum of a residual block.
+    """
+
+    name: ClassVar[str] = "widen"
+    summary: ClassVar[str] = "R2WiderR: a zero-initialised R2R block in parallel inside a residual block"
+
+    at: str | None = option(None, "node id of the residual add (none: a random one)")
+    channels: int | None = option(None, "hidden channels of the block, even (none: a quarter of the width)")
+    kernel: int = option(3, "kernel size of W: 1, 3, 5 or 7")
+    sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
+    seed: int = option(0, "seed for target choice and the new weights")
+
+    def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise PassError(f"{self.line()}: kernel must be one of {KERNELS}, got {self.kernel}")
+        if self.channels is not None and (self.channels < 2 or self.channels % 2):
+            raise PassError(
+                f"{self.line()}: channels must be even and ≥ 2 (the W/W halves), got {self.channels}"
+            )
+
+    def run(self, graph: Graph, store: TensorStore) -> PassResult:
+        rw = Rewriter(graph, store, self.seed)
+        at = self.at
+        if at is None:
+            candidates = [n.id for n in residual_adds(graph) if n.type.rank == 3 or self.kernel == 1]
+            if not candidates:
+                raise self.refuse("the graph has no residual block to widen")
+            at = rw.random.choice(candidates)
+        channels = self.channels or auto_channels(graph.node(at).type.channels)
+        try:
+            block = widen_residual(rw, graph, at, channels, (self.kernel,), self.sigma, "r2r")
+        except PassError as err:
+            raise self.refuse(str(err)) from None
+        applied = Widen(at=at, channels=channels, kernel=self.kernel, sigma=self.sigma, seed=self.seed)
+        return PassResult(rw.finish(), rw.added, True, applied, {"zero_blocks": [block.exit.id]})
