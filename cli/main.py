@@ -16,7 +16,9 @@ from evoir.errors import EvoirError
 from .draw import draw
 from .importing import import_cmd
 from .inspect import run, show, validate
+from .mutate import mutate, verify_cmd
 from .new import new
+from .passes_cmd import passes_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,10 +36,11 @@ def cli() -> None:
       evoir show r20.json
       evoir run r20.json --input-random
       evoir draw r20.json -o r20.svg
+      evoir mutate r20.json --op widen && evoir verify r20.json r20-widen.json
     """
 
 
-for command in (new, import_cmd, show, validate, run, draw):
+for command in (new, import_cmd, show, validate, run, draw, passes_cmd, mutate, verify_cmd):
     cli.add_command(command)
 
 
