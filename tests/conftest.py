@@ -23,6 +23,42 @@ def _seed():
     torch.manual_seed(0)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "no_auto_verify: skip the per-pass function check (the test verifies itself)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def check_function_after_every_preserving_pass(request, monkeypatch):
+    """Like TVM's well-formedness fixture: in every test, every call of a pass that declares
+    it preserves the function is verified numerically (float64 and float32, eval mode and,
+    where the pass claims it, train mode) and must leave every parent tensor bit-identical."""
+    if request.node.get_closest_marker("no_auto_verify"):
+        yield
+        return
+    from evoir.backends.verify import verify_result
+    from evoir.passes.base import Pass
+
+    original = Pass.__call__
+
+    def checked(self, graph, store):
+        snapshot = store.snapshot(graph.tensor_ids())
+        result = original(self, graph, store)
+        if result.modified and result.applied.preserves:
+            verification = verify_result(graph, result, store, snapshot=snapshot, samples=2)
+            assert verification.ok, f"{result.applied.line()} broke the function: {verification.summary()}"
+            VERIFIED.append(result.applied.line())
+        return result
+
+    monkeypatch.setattr(Pass, "__call__", checked)
+    yield
+
+
+VERIFIED: list[str] = []
+"""Pass lines the autouse fixture verified (tests can assert the fixture really ran)."""
+
+
 @dataclass
 class Result:
     code: int

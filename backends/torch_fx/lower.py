@@ -64,6 +64,9 @@ class _Lowerer:
             if isinstance(tensor, nn.Parameter):
                 setattr(module, role, tensor)
             else:
+                # A plain tensor (a buffer, or a frozen copy of a parameter) is used as is,
+                # without becoming trainable.
+                module._parameters.pop(role, None)
                 module._buffers[role] = tensor
         return module
 
