@@ -100,6 +100,13 @@ def _files(tmp_path):
         (["--op", "widen", "--tau", "0.5"], "--tau applies to --op random only"),
         (["--op", "teleport"], "'teleport' is not one of"),
         (["--op", "random", "--at", "layer1.add"], "--op random draws its own"),
+        (
+            ["--op", "net2wider", "--at", "layer1.conv2", "--set", "group=false"],
+            "tied by residual add 'layer1.add'",
+        ),
+        (["--op", "net2wider", "--at", "layer1.conv2", "--channels", "4"], "must exceed the current width"),
+        (["--op", "net2deeper", "--at", "layer1.add"], "is not an activation"),
+        (["--op", "net2deeper", "--at", "stem.bn"], "not an activation"),
     ],
 )
 def test_mutate_refusals_exit_2_and_write_nothing(evoir_cli, painter_file, tmp_path, args, needle):
@@ -117,3 +124,18 @@ def test_mutate_never_overwrites_without_force(evoir_cli, painter_file, tmp_path
     )
     assert target.read_bytes() == original
     assert evoir_cli("mutate", str(painter_file), "--op", "widen", "--seed", "2", "--force").code == 0
+
+
+def test_mutate_net2_passes(evoir_cli, r20_file, tmp_path):
+    result = evoir_cli(
+        "mutate", str(r20_file), "--op", "net2wider", "--at", "stage1.block1.2.conv", "--channels", "20"
+    )
+    assert result.code == 0, result.err
+    assert "preserved: same function (eval/train)" in result.out
+    graph, _ = load_model(tmp_path / "r20-net2wider.json")
+    assert graph.node("stem.conv").type.channels == 20  # the tied group widened together
+    result = evoir_cli("mutate", str(r20_file), "--op", "net2deeper", "--at", "stage2.block1.out")
+    assert result.code == 0, result.err
+    assert "preserved: same function (eval)" in result.out  # BN: eval mode only
+    assert evoir_cli("verify", str(r20_file), "r20-net2deeper.json").code == 1
+    assert evoir_cli("verify", str(r20_file), "r20-net2deeper.json", "--eval-only").code == 0
