@@ -14,6 +14,7 @@ from evoir import __version__
 from evoir.errors import EvoirError
 
 from .draw import draw
+from .fuse_cmd import fuse_cmd
 from .importing import import_cmd
 from .inspect import run, show, validate
 from .mutate import mutate, verify_cmd
@@ -40,7 +41,7 @@ def cli() -> None:
     """
 
 
-for command in (new, import_cmd, show, validate, run, draw, passes_cmd, mutate, verify_cmd):
+for command in (new, import_cmd, show, validate, run, draw, passes_cmd, mutate, verify_cmd, fuse_cmd):
     cli.add_command(command)
 
 

@@ -139,3 +139,15 @@ def test_mutate_net2_passes(evoir_cli, r20_file, tmp_path):
     assert "preserved: same function (eval)" in result.out  # BN: eval mode only
     assert evoir_cli("verify", str(r20_file), "r20-net2deeper.json").code == 1
     assert evoir_cli("verify", str(r20_file), "r20-net2deeper.json", "--eval-only").code == 0
+
+
+def test_fuse_command(evoir_cli, painter_file, tmp_path):
+    assert evoir_cli("mutate", str(painter_file), "--op", "widen", "--at", "layer1.add", "-o", "w.json").code == 0
+    explained = evoir_cli("fuse", "w.json", "--explain")
+    assert explained.code == 0 and "fuse at layer1.add: 2 conv_b" in explained.out
+    assert not (tmp_path / "w-fused.json").exists()
+    result = evoir_cli("fuse", "w.json")
+    assert result.code == 0, result.err
+    assert "same function" in result.out and (tmp_path / "w-fused.json").exists()
+    assert evoir_cli("verify", "w.json", "w-fused.json").code == 0
+    assert_user_error(evoir_cli("fuse", "w.json"), "exists; pass --force")

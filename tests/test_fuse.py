@@ -1,0 +1,130 @@
+"""``fuse`` (with ``canonicalize`` and ``dce``): parallel branches become one wide branch."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evoir import GraphBuilder, analyze
+from evoir.backends.verify import verify
+from evoir.passes import parse_pass
+from evoir.passes.canonicalize import Canonicalize
+from evoir.passes.dce import DeadCodeElimination
+from evoir.passes.fuse import Fuse
+from evoir.passes.manager import PassManager
+from evoir.passes.random_mutation import random_mutation
+from evoir.templates import EraConfig, era, mlp, painter_base, resnet
+
+
+def evolve(graph, store, lines):
+    for line in lines:
+        result = parse_pass(line)(graph, store)
+        result.commit(store)
+        graph = result.graph
+    return graph
+
+
+def test_fuse_merges_F_and_every_zero_block_of_a_sum():
+    graph, store = painter_base(width=8)
+    graph = evolve(graph, store, ["widen{at=layer1.add,channels=4,kernel=1}", "widen{at=layer1.add,channels=2,kernel=5,seed=1}"])
+    before = store.snapshot()
+    result = Fuse()(graph, store)
+    (group,) = result.notes["fused"]
+    assert group["at"] == "layer1.add" and group["hidden"] == 8 + 4 + 2 and group["kernel"] == [5, 3]
+    add = result.graph.node("layer1.add")
+    assert add.inputs == ("stem.relu", "layer1.conv2.fused")
+    conv_a = result.graph.node("layer1.conv1.fused")
+    assert result.graph.attrs_of(conv_a).kernel == (5, 5) and result.graph.attrs_of(conv_a).padding == (2, 2)
+    w = result.added[conv_a.params["weight"]]
+    # F's 3×3 filters sit zero-padded in the centre of the 5×5 kernel.
+    assert torch.equal(w[:8, :, 1:4, 1:4], store["layer1.conv1.weight"]) and not w[:8, :, 0].any()
+    assert all(torch.equal(store[t], v) for t, v in before.items())
+    assert not set(result.added) & set(store)
+    assert "'stem.relu' is the shortcut; it stays as it is" in result.notes["explain"][0]
+
+
+def test_resnet_F_is_left_alone_with_the_reason_and_zero_blocks_fuse():
+    graph, store = resnet(depth=8, width=4)
+    graph = evolve(graph, store, ["widen{at=stage2.block1.add,kernel=3}", "widen{at=stage2.block1.add,kernel=5,seed=1}"])
+    result = Fuse()(graph, store)
+    (group,) = result.notes["fused"]
+    assert len(group["branches"]) == 2
+    assert any("'stage2.block1.2.bn' (batchnorm2d) is not the second conv" in n for n in result.notes["explain"])
+    assert len(result.graph.node("stage2.block1.add").inputs) == 3  # shortcut, F, one fused z
+
+
+def test_fuse_deepen_site_and_inception():
+    graph, store = painter_base(width=8)
+    graph = evolve(graph, store, ["deepen{at=layer2.out,kernels=[1,3,5],channels=2}", "inception{at=layer3.add,channels=2}"])
+    result = Fuse()(graph, store)
+    sites = {g["at"] for g in result.notes["fused"]}
+    assert sites == {"layer2.out.deep", "layer3.add"}
+    assert not any(n.op == "concat" for n in result.graph.nodes)
+    assert len(result.graph.node("layer2.out.deep").inputs) == 2
+
+
+def test_nothing_to_fuse_is_a_no_op():
+    graph, store = resnet(depth=8, width=4)
+    result = Fuse()(graph, store)
+    assert not result.modified and result.graph is graph and len(result.added) == 0
+
+
+def test_dce_drops_dead_nodes_only():
+    b = GraphBuilder()
+    x = b.input((3, 4, 4))
+    live = b.relu(b.conv2d(x, 2, kernel=1, name="live"))
+    b.conv2d(x, 2, kernel=1, name="dead")
+    graph, store = b.build(b.output(live))
+    result = DeadCodeElimination()(graph, store)
+    assert result.notes["dropped"] == ["dead"]
+    assert "dead" not in result.graph and "live" in result.graph
+    assert not DeadCodeElimination()(result.graph, store).modified
+
+
+def test_canonicalize_folds_noops_and_merges_sums():
+    b = GraphBuilder()
+    x = b.input((3, 4, 4))
+    c = b.conv2d(x, 3, kernel=1, name="c")
+    i = b.act(c, "identity", name="ident")
+    d = b.add("dropout", [i], "drop", p=0.0)
+    inner = b.add_(x, d, name="inner")
+    outer = b.add_(inner, c, name="outer")
+    graph, store = b.build(b.output(outer))
+    result = Canonicalize()(graph, store)
+    assert set(result.notes["folded"]) == {"ident", "drop", "inner"}
+    assert result.graph.node("outer").inputs == ("x", "c", "c")
+
+
+ALL = {
+    "painter-base": lambda: painter_base(input_shape=(3, 16, 16), width=8),
+    "resnet": lambda: resnet(input_shape=(3, 16, 16), depth=8, width=4),
+    "era": lambda: era(input_shape=(3, 16, 16), config=EraConfig("basic", (1, 1, 1, 1), filters=4, filter_update=2, group_size=4)),
+    "mlp": lambda: mlp(input_shape=(1, 8, 8), hidden=12),
+}
+
+
+@pytest.mark.no_auto_verify  # verified end to end below
+@pytest.mark.parametrize("name", sorted(ALL))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=0, max_value=2**31 - 1))
+def test_fused_and_unfused_agree_after_random_r2r_chains(name, seed):
+    graph, store = ALL[name]()
+    rng = random.Random(seed)
+    for _ in range(12):
+        result = random_mutation(graph, store, rng, ops=("widen", "deepen", "inception"))
+        result.commit(store)
+        graph = result.graph
+    before = store.snapshot()
+    fused = PassManager(["canonicalize", "fuse", "dce"]).run(graph, store)
+    view = fused.commit(store)
+    report = verify(graph, store, fused.graph, view, samples=4)
+    assert report.numeric.ok, report.summary()
+    assert max(d.max_abs for d in report.numeric.differences if d.dtype == "float64") <= 1e-10
+    assert all(torch.equal(store[t], v) for t, v in before.items())
+    if name != "mlp":  # conv networks: fusion leaves fewer nodes
+        assert len(fused.graph) <= len(graph)
+    assert analyze(fused.graph).params >= analyze(graph).params - 0  # padding never drops weights
