@@ -172,7 +172,7 @@ def main() -> None:
                 ya, yb, yc = a(x), b(x), c(x)
                 assert torch.allclose(ya, yb, atol=1e-4) and torch.allclose(yb, yc, atol=1e-4), "outputs differ"
 
-                def timed(m):
+                def timed(m, x=x):
                     def run():
                         with torch.no_grad():
                             m(x)
