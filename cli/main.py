@@ -14,12 +14,14 @@ from evoir import __version__
 from evoir.errors import EvoirError
 
 from .draw import draw
+from .export import export_cmd
 from .fuse_cmd import fuse_cmd
 from .importing import import_cmd
 from .inspect import run, show, validate
 from .mutate import mutate, verify_cmd
 from .new import new
 from .passes_cmd import passes_cmd
+from .search_cmd import eval_cmd, search_cmd, train_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,7 +43,22 @@ def cli() -> None:
     """
 
 
-for command in (new, import_cmd, show, validate, run, draw, passes_cmd, mutate, verify_cmd, fuse_cmd):
+for command in (
+    new,
+    import_cmd,
+    show,
+    validate,
+    run,
+    draw,
+    passes_cmd,
+    mutate,
+    verify_cmd,
+    fuse_cmd,
+    search_cmd,
+    train_cmd,
+    eval_cmd,
+    export_cmd,
+):
     cli.add_command(command)
 
 

@@ -1,0 +1,291 @@
+"""``evoir search``, ``evoir train`` and ``evoir eval``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from evoir.errors import EvoirError
+from evoir.modelfile import atomic_write_text
+
+from .common import check_output, human, load, model_argument
+
+
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TextColumn("best val {task.fields[best]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def _data(config):
+    from evoir.search.data import load_dataset
+
+    return load_dataset(config.dataset, config.data_dir, val_size=config.val_size, seed=config.seed)
+
+
+@click.command("search")
+@click.option(
+    "--dataset",
+    default="synthetic",
+    show_default=True,
+    help="cifar10, cifar100, mnist, fashion-mnist or synthetic.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where the data sets live. [default: ~/.cache/evoir/data]",
+)
+@click.option("--strategy", type=click.Choice(["ne"]), default="ne", show_default=True)
+@click.option(
+    "--start",
+    default="painter-base",
+    show_default=True,
+    help="Initial network: a template name or MODEL.json.",
+)
+@click.option(
+    "--population",
+    "-M",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="M, members after mutation.",
+)
+@click.option(
+    "--keep",
+    "-K",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="K, members kept by selection.",
+)
+@click.option("--generations", "-G", type=click.IntRange(min=0), default=15, show_default=True)
+@click.option("--initial-steps", type=click.IntRange(min=0), default=5000, show_default=True, help="N_i.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="N_j, joint-training steps per generation.",
+)
+@click.option(
+    "--tau",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Locality bound: keep mutations with |θ_old|/|θ_new| > TAU.",
+)
+@click.option("--selection", type=click.Choice(["topk", "coevolution"]), default="topk", show_default=True)
+@click.option(
+    "--coevolution-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Weight left on an example once a selected member got it right (0: it no longer counts).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
+@click.option("--augment", is_flag=True, help="Random crop and horizontal flip.")
+@click.option("--budget", help="Stop after this long (e.g. 90s, 30m, 2h) and report.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (required unless --resume)."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this folder from its last checkpoint.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+def search_cmd(out, resume, force, budget, **options):
+    """Evolve networks with shared parameters (Painter's NE, Algorithms 1–4).
+
+    Trains the start network N_i steps; then each generation keeps the best K by validation
+    accuracy (or co-evolution), mutates them with random function-preserving passes until
+    there are M, and trains all M jointly for N_j steps over one shared store. The run folder
+    gets config.json, events.jsonl, checkpoints, best.json, ensemble/, summary.md and plots.
+    A killed run continues with --resume.
+
+    \b
+    Examples:
+      evoir search --dataset synthetic -M 4 -K 2 -G 3 --initial-steps 200 --steps 100 --out runs/quick
+      evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
+      evoir search --resume runs/ne
+    """
+    from evoir.search.config import SearchConfig, parse_budget
+    from evoir.search.ne import NESearch
+    from evoir.search.report import finalize
+    from evoir.search.start import initial_network
+
+    if resume is not None:
+        if out is not None:
+            raise EvoirError("--resume continues an existing run; drop --out")
+        folder = resume
+        if not (folder / "config.json").exists():
+            raise EvoirError(f"{folder}: not a run folder (no config.json)")
+        from evoir.search.checkpoint import read
+
+        state, _ = read(folder)
+        config = SearchConfig.model_validate(state["config"])
+        search = NESearch.resume(folder, _data(config))
+        click.echo(f"resuming {folder} after generation {search.generation}")
+    else:
+        if out is None:
+            raise EvoirError("--out RUN_FOLDER is required (or --resume RUN_FOLDER)")
+        try:
+            config = SearchConfig(budget_s=parse_budget(budget), **options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise EvoirError(first["msg"].removeprefix("Value error, ")) from None
+        if out.exists() and any(out.iterdir()):
+            if not force:
+                raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
+        data = _data(config)  # fail on missing data before touching the folder
+        graph, store = initial_network(config.start, data, config.seed)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
+        folder = out
+        search = NESearch(config, data, folder)
+        search.start(graph, store)
+    cfg = search.config
+    total = cfg.initial_steps + cfg.generations * cfg.steps
+    done = cfg.initial_steps + max(0, search.generation) * cfg.steps if search.generation >= 0 else 0
+    with _progress(total) as progress:
+        task = progress.add_task("generation 0", total=total, completed=done, best="-")
+
+        def on_generation(record: dict) -> None:
+            progress.update(
+                task,
+                description=f"generation {record['generation'] + 1}",
+                best=f"{record['best_val_acc']:.4f}",
+            )
+            click.echo(
+                f"gen {record['generation']:3d}: best {record['best']} val {record['best_val_acc']:.4f}, "
+                f"mean {record['mean_val_acc']:.4f}, {record['members']} members, "
+                f"store {record['store_bytes'] / 2**20:.2f} MiB, FLOPs {human(record['flops_train'] + record['flops_eval'])}, "
+                f"{record['elapsed_s']:.0f}s"
+            )
+
+        search.progress.on_step = lambda n: progress.advance(task, n)
+        search.progress.on_generation = on_generation
+        search.run()
+    results = finalize(search)
+    click.echo(
+        f"test accuracy: best single {results['best']['test_acc']:.4f}, ensemble {results['ensemble']['test_acc']:.4f}, "
+        f"hierarchical {results['hierarchical']['test_acc']:.4f}"
+        + (f", base {results['base']['test_acc']:.4f}" if "base" in results else "")
+    )
+    click.echo(f"wrote {folder}/summary.md")
+
+
+@click.command("train")
+@model_argument
+@click.option("--dataset", default="synthetic", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
+@click.option("--augment", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trained model (default: MODEL-trained.json).",
+)
+@click.option("--force", is_flag=True)
+def train_cmd(
+    model_path, dataset, data_dir, steps, batch_size, lr, weight_decay, augment, seed, device, output, force
+):
+    """Train one network with the search's own loop (Adam, same batches): the baseline.
+
+    \b
+    Example:
+      evoir train base.json --dataset cifar10 --data-dir data --steps 8000 -o base-trained.json
+    """
+    import tempfile
+
+    from evoir.modelfile import save_model
+    from evoir.search.config import SearchConfig
+    from evoir.search.ne import NESearch
+    from evoir.search.start import initial_network
+
+    output = check_output(output or model_path.with_name(f"{model_path.stem}-trained.json"), force)
+    config = SearchConfig(
+        dataset=dataset,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        augment=augment,
+        seed=seed,
+        device=device,
+        population=1,
+        keep=1,
+        generations=0,
+        initial_steps=steps,
+        steps=0,
+    )
+    data = _data(config)
+    graph, store = initial_network(str(model_path), data, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        search = NESearch(config, data, Path(tmp))
+        search.start(graph, store)
+        with _progress(steps) as progress:
+            task = progress.add_task("training", total=steps, best="-")
+            search.progress.on_step = lambda n: progress.advance(task, n)
+            search.joint_train(steps)
+        search.evaluate_members()
+    member = search.members[0]
+    save_model(output, member.graph, search.store)
+    click.echo(f"trained {steps} steps: validation accuracy {member.val_acc:.4f}; wrote {output}")
+
+
+@click.command("eval")
+@model_argument
+@click.option("--dataset", default="synthetic", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
+    """Accuracy of a model on the validation or test split.
+
+    \b
+    Example:
+      evoir eval runs/ne/best.json --dataset cifar10 --data-dir data
+    """
+    import torch
+
+    from evoir.backends.torch_fx import lower
+    from evoir.search.config import SearchConfig
+    from evoir.search.evaluate import evaluate
+    from evoir.search.start import initial_network
+
+    model = load(model_path)
+    data = _data(SearchConfig(dataset=dataset, data_dir=data_dir))
+    initial_network(str(model_path), data, 0)  # checks that the model fits the data
+    module = lower(model.graph, model.store.to(device))
+    ev = evaluate(module, data, getattr(data, split), torch.device(device))
+    if as_json:
+        click.echo(json.dumps({"split": split, "accuracy": ev.accuracy, "examples": len(ev.correct)}))
+    else:
+        click.echo(f"{split} accuracy {ev.accuracy:.4f} on {len(ev.correct)} examples")

@@ -1,0 +1,81 @@
+"""Seeded mini-batches with optional augmentation, resumable from a saved state.
+
+Each epoch is a permutation drawn from the stream's own generator; the state (generator,
+current permutation, position) is saved in checkpoints, so a resumed run draws exactly the
+batches the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data import DataSet, Split
+
+
+class BatchStream:
+    def __init__(
+        self,
+        data: DataSet,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        augment: bool = False,
+        device: str | torch.device = "cpu",
+    ):
+        self.data = data
+        self.split = split
+        self.batch_size = min(batch_size, len(split))
+        self.augment = augment
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(len(split), generator=self.generator)
+        self.position = 0
+        # Keep the whole split on the device once: batches are then index lookups.
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.split), generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.batch_size].to(self.device)
+        self.position += self.batch_size
+        x = self.data.normalise(self.images[idx])
+        if self.augment:
+            x = self._augment(x)
+        return x, self.labels[idx]
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Random crop (zero padding of 4, as He et al.) and horizontal flip."""
+        n, _, h, w = x.shape
+        pad = 4
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
+        flip = torch.rand(n, generator=self.generator) < 0.5
+        out = torch.empty_like(x)
+        for i in range(n):
+            crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+            out[i] = crop.flip(-1) if flip[i] else crop
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "generator": self.generator.get_state(),
+            "order": self.order.clone(),
+            "position": torch.tensor(self.position),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+
+
+def batches(data: DataSet, split: Split, batch_size: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole split in order, for evaluation."""
+    out = []
+    for start in range(0, len(split), batch_size):
+        x = split.images[start : start + batch_size].to(device)
+        out.append((data.normalise(x), split.labels[start : start + batch_size].to(device)))
+    return out

@@ -1,0 +1,62 @@
+"""The configuration of a search run, saved as ``config.json`` in the run folder."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evoir.errors import EvoirError
+
+STRATEGIES = ("ne",)
+PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
+
+
+class SearchConfig(BaseModel):
+    """Every option of a run. Defaults follow the report's App. D (Adam, lr 0.003, weight
+    decay 1e-6, K = 3, M = 10, 15 generations) with N_i = N_j = 5000 steps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: Literal["ne"] = "ne"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    start: str = "painter-base"
+    population: int = Field(10, ge=1, description="M: members after mutation")
+    keep: int = Field(3, ge=1, description="K: members kept by selection")
+    generations: int = Field(15, ge=0)
+    initial_steps: int = Field(5000, ge=0, description="N_i")
+    steps: int = Field(5000, ge=0, description="N_j: joint-training steps per generation")
+    tau: float | None = Field(None, gt=0, lt=1, description="locality bound |θ_old|/|θ_new| > τ")
+    selection: Literal["topk", "coevolution"] = "topk"
+    coevolution_decay: float = Field(0.0, ge=0, lt=1)
+    ops: tuple[str, ...] = PRESERVING_OPS
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(500, ge=1)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    augment: bool = False
+    val_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    budget_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.keep > self.population:
+            raise ValueError(f"--keep K={self.keep} must not exceed --population M={self.population}")
+        return self
+
+
+def parse_budget(text: str | None) -> float | None:
+    """``90s``, ``30m``, ``2h`` or plain seconds → seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise EvoirError(f"budget {text!r}: expected a duration like 90s, 30m or 2h")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if value <= 0:
+        raise EvoirError("budget must be positive")
+    return value

@@ -1,0 +1,40 @@
+"""Evaluation: which examples a network gets right, and its class probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .batches import batches
+from .data import DataSet, Split
+
+
+@dataclass
+class Evaluation:
+    correct: torch.Tensor  # bool (N,)
+    probs: torch.Tensor  # float (N, classes), on the CPU
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.double().mean()) if len(self.correct) else 0.0
+
+
+def evaluate(
+    module: torch.nn.Module, data: DataSet, split: Split, device, batch_size: int = 500
+) -> Evaluation:
+    """Run ``module`` in eval mode over ``split`` (then restore its mode)."""
+    was_training = module.training
+    module.eval()
+    probs, correct = [], []
+    with torch.no_grad():
+        for x, y in batches(data, split, batch_size, device):
+            p = torch.softmax(module(x).float(), dim=1)
+            probs.append(p.cpu())
+            correct.append((p.argmax(dim=1) == y).cpu())
+    module.train(was_training)
+    return Evaluation(torch.cat(correct), torch.cat(probs))
+
+
+def accuracy_of_probs(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((probs.argmax(dim=1) == labels).double().mean())

@@ -1,0 +1,117 @@
+"""The run's pictures: validation accuracy per generation, accuracy against FLOPs spent
+(the report's Fig. 5 axis), and the lineage tree of the final members."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from evoir.modelfile import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def accuracy_per_generation(events: list[dict], history: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    gens = sorted({e["generation"] for e in events})
+    for g in gens:
+        accs = [e["val_acc"] for e in events if e["generation"] == g]
+        ax.scatter([g] * len(accs), accs, s=12, color="#9ecae1", zorder=2)
+    ax.plot(
+        [h["generation"] for h in history],
+        [h["best_val_acc"] for h in history],
+        "o-",
+        color="#08519c",
+        label="best member",
+    )
+    ax.plot(
+        [h["generation"] for h in history],
+        [h["mean_val_acc"] for h in history],
+        "--",
+        color="#6baed6",
+        label="mean",
+    )
+    ax.set_xlabel("generation")
+    ax.set_ylabel("validation accuracy")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def accuracy_vs_flops(
+    history: list[dict], path: Path, baseline: list[tuple[float, float]] | None = None
+) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    flops = [(h["flops_train"] + h["flops_eval"]) for h in history]
+    ax.plot(flops, [h["best_val_acc"] for h in history], "o-", color="#08519c", label="NE best member")
+    if baseline:
+        ax.plot([f for f, _ in baseline], [a for _, a in baseline], "s--", color="#e6550d", label="baseline")
+    ax.set_xlabel("FLOPs spent (training + evaluation)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def lineage_tree(events: list[dict], final: list[str], path: Path) -> None:
+    """Ancestry of the final members back to the base network, one row per generation born."""
+    import networkx as nx
+
+    plt = _plt()
+    info, last = {}, {}
+    for e in events:
+        info.setdefault(e["id"], e)
+        last[e["id"]] = e
+    g = nx.DiGraph()
+    todo, seen = list(final), set()
+    while todo:
+        mid = todo.pop()
+        if mid in seen:
+            continue
+        seen.add(mid)
+        g.add_node(mid)
+        parent = info.get(mid, {}).get("parent")
+        if parent:
+            g.add_edge(parent, mid)
+            todo.append(parent)
+    born = {mid: min(e["generation"] for e in events if e["id"] == mid) if mid in info else 0 for mid in g}
+    rows: dict[int, list[str]] = {}
+    for mid in sorted(g, key=lambda m: (born[m], m)):
+        rows.setdefault(born[mid], []).append(mid)
+    pos = {m: (i - (len(ms) - 1) / 2, -b) for b, ms in rows.items() for i, m in enumerate(ms)}
+    fig, ax = plt.subplots(
+        figsize=(max(5, 1.6 * max(len(v) for v in rows.values())), max(3, 0.8 * len(rows) + 1))
+    )
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, edge_color="#777")
+    colours = ["#fd8d3c" if m in final else "#c6dbef" for m in g]
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=500, edgecolors="#555")
+    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
+    for mid in final:
+        acc = last.get(mid, {}).get("val_acc")
+        if acc is not None:
+            x, y = pos[mid]
+            ax.text(x, y - 0.35, f"{acc:.3f}", ha="center", fontsize=6)
+    ax.set_title("lineage of the final members (orange); rows: generation born")
+    ax.set_axis_off()
+    fig.tight_layout()
+    _save(fig, path)

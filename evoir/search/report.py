@@ -1,0 +1,167 @@
+"""The end of a run: test-set results, the saved best member and ensemble, summary and plots.
+
+The test split is touched here and nowhere else (Real et al.; the report §5.3).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from evoir.analysis import analyze
+from evoir.backends.torch_fx import lower
+from evoir.modelfile import atomic_write_text, load_model, save_model
+
+from . import ensemble, plots
+from .evaluate import accuracy_of_probs, evaluate
+from .ne import NESearch
+
+
+def read_events(folder: Path) -> list[dict]:
+    path = folder / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finalize(search: NESearch) -> dict:
+    """Evaluate on the test split and write best.json, ensemble/, summary.md and the plots."""
+    folder, data, cfg = search.folder, search.data, search.config
+    final = search.final_selection()
+    best = max(final, key=lambda m: m.val_acc or 0)
+    test_labels = data.test.labels
+    test = {m.id: search.evaluation_on(m, data.test) for m in final}
+    val_probs = [
+        evaluate(search.module(m), data, data.val, search.device, cfg.eval_batch_size).probs for m in final
+    ]
+    probs = [test[m.id].probs for m in final]
+    head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=cfg.seed)
+    results = {
+        "best": {
+            "id": best.id,
+            "test_acc": test[best.id].accuracy,
+            "val_acc": best.val_acc,
+            "params": analyze(best.graph).params,
+            "flops": analyze(best.graph).flops,
+        },
+        "ensemble": {
+            "members": [m.id for m in final],
+            "test_acc": accuracy_of_probs(ensemble.average(probs), test_labels),
+            "params": sum(analyze(m.graph).params for m in final),
+        },
+        "hierarchical": {"test_acc": accuracy_of_probs(ensemble.hierarchical(head, probs), test_labels)},
+        "flops_spent": search.flops_train + search.flops_eval,
+        "flops_train": search.flops_train,
+        "generations": search.generation,
+        "elapsed_s": round(search.total_elapsed(), 1),
+    }
+    base_path = folder / "base.json"
+    if base_path.exists():
+        graph, store = load_model(base_path)
+        ev = evaluate(
+            lower(graph, store.to(search.device)), data, data.test, search.device, cfg.eval_batch_size
+        )
+        results["base"] = {
+            "test_acc": ev.accuracy,
+            "params": analyze(graph).params,
+            "flops": analyze(graph).flops,
+        }
+    save_model(folder / "best.json", best.graph, search.store)
+    ens = folder / "ensemble"
+    ens.mkdir(exist_ok=True)
+    for m in final:
+        save_model(ens / f"{m.id}.json", m.graph, search.store)
+    head_path = ens / "head.safetensors"
+    save_file(
+        {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
+        str(head_path) + ".tmp",
+    )
+    Path(str(head_path) + ".tmp").replace(head_path)
+    atomic_write_text(
+        ens / "ensemble.json",
+        json.dumps(
+            {
+                "members": [f"{m.id}.json" for m in final],
+                "average": "mean of the members' softmax probabilities",
+                "hierarchical_head": "head.safetensors: linear layer over the concatenated log-probabilities, trained on the validation split",
+            },
+            indent=1,
+        )
+        + "\n",
+    )
+    atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(folder / "summary.md", summary_markdown(search, results))
+    events = read_events(folder)
+    plots.accuracy_per_generation(events, search.history, folder / "val_accuracy.png")
+    plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
+    plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
+    return results
+
+
+def _fmt_flops(f: float) -> str:
+    for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if f >= size:
+            return f"{f / size:.2f} {unit}"
+    return f"{f:.0f}"
+
+
+def summary_markdown(search: NESearch, r: dict) -> str:
+    cfg = search.config
+    rows = []
+    if "base" in r:
+        rows.append(("base network (after N_i steps)", r["base"]["test_acc"], r["base"]["params"], "—"))
+    rows.append(
+        (
+            f"NE best single ({r['best']['id']})",
+            r["best"]["test_acc"],
+            r["best"]["params"],
+            _fmt_flops(r["flops_spent"]),
+        )
+    )
+    rows.append(
+        (
+            f"ensemble of {len(r['ensemble']['members'])} (mean probabilities)",
+            r["ensemble"]["test_acc"],
+            r["ensemble"]["params"],
+            _fmt_flops(r["flops_spent"]),
+        )
+    )
+    rows.append(
+        (
+            "hierarchical ensemble (learned head)",
+            r["hierarchical"]["test_acc"],
+            r["ensemble"]["params"],
+            _fmt_flops(r["flops_spent"]),
+        )
+    )
+    lines = [
+        f"# evoir search: {cfg.strategy} on {cfg.dataset}",
+        "",
+        f"{r['generations']} generations, population M={cfg.population}, keep K={cfg.keep}, N_i={cfg.initial_steps}, "
+        f"N_j={cfg.steps}, selection {cfg.selection}, τ={cfg.tau}, batch {cfg.batch_size}, seed {cfg.seed}; "
+        f"{r['elapsed_s']:.0f} s.",
+        "",
+        "| network | test accuracy | parameters | FLOPs spent |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {acc:.4f} | {params:,} | {flops} |" for name, acc, params, flops in rows]
+    last = search.history[-1] if search.history else {}
+    if last:
+        ratio = last["store_bytes"] / max(1, last["independent_bytes"])
+        lines += [
+            "",
+            f"Shared store: {last['store_bytes'] / 2**20:.2f} MiB for {last['members']} members, "
+            f"against {last['independent_bytes'] / 2**20:.2f} MiB as independent copies ({ratio:.2f}×).",
+        ]
+    lines += [
+        "",
+        "![validation accuracy](val_accuracy.png)",
+        "",
+        "![accuracy against FLOPs](accuracy_vs_flops.png)",
+        "",
+        "![lineage](lineage.png)",
+        "",
+    ]
+    return "\n".join(lines)
