@@ -1,4 +1,4 @@
-"""``evoir import``: bring a PyTorch module into the IR."""
+"""``evoir import``: bring a PyTorch module or an ONNX file into the IR."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def resolve(spec: str) -> nn.Module:
 
 
 @click.command("import")
-@click.argument("source", metavar="MODULE_PATH:ATTR")
+@click.argument("source", metavar="MODULE_PATH:ATTR|FILE.onnx")
 @click.option(
     "-o",
     "--output",
@@ -68,27 +68,35 @@ def resolve(spec: str) -> nn.Module:
     "--input",
     "input_shape",
     type=SHAPE,
-    default="3,32,32",
-    show_default=True,
-    help="Input shape without the batch axis.",
+    help="Input shape without the batch axis (modules only; an ONNX file declares its own). [default: 3,32,32]",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def import_cmd(source, output, input_shape, force):
-    """Import a torch.fx-traceable nn.Module built from evoir's ops.
+    """Import a torch.fx-traceable nn.Module, or an ONNX file, built from evoir's ops.
 
     ATTR is a module instance, or a class or function called without arguments.
     Weights are copied as they are (a freshly constructed module has random weights).
+    A SOURCE ending in .onnx is read as ONNX (opset 13 or newer): each node must map onto
+    an evoir op (the ops `evoir export` writes); any other op is refused, naming it.
 
     \b
     Examples:
       evoir import torchvision.models:resnet18 --input 3,224,224 -o resnet18.json
       evoir import my_nets.py:SmallNet -o small.json
+      evoir import r20.onnx -o r20-back.json
     """
-    from evoir.backends.torch_fx import import_module
-
     output = check_output(output, force)
-    module = resolve(source).eval()
-    graph, store = import_module(module, input_shape, name=source.rsplit(":", 1)[1])
+    if source.endswith(".onnx"):
+        from evoir.backends.onnx import from_onnx
+
+        if input_shape is not None:
+            raise EvoirError("--input does not apply to an ONNX file, which declares its input shapes")
+        graph, store = from_onnx(source)
+    else:
+        from evoir.backends.torch_fx import import_module
+
+        module = resolve(source).eval()
+        graph, store = import_module(module, input_shape or (3, 32, 32), name=source.rsplit(":", 1)[1])
     save_model(output, graph, store)
     a = analyze(graph)
     click.echo(f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters)")

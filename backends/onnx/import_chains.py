@@ -1,0 +1,122 @@
+"""ONNX chains that stand for one IR op, for ``from_onnx``: the decompositions ``to_onnx``
+writes (GELU's erf and tanh formulas, x·sigmoid(x), LayerNorm over channels between two
+Transposes, a zero Pad before an AveragePool) become that op again.
+
+A matcher starts at the chain's first node and follows single readers: every intermediate
+value must be read by the next node only, so nothing else sees a value that disappears.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx
+
+from .export import GELU_ERF, GELU_TANH, SILU
+from .import_ops import emit_layernorm, emit_pool
+
+if TYPE_CHECKING:
+    from .import_onnx import Importer
+
+
+def _fits(imp: Importer, n: onnx.NodeProto, prev: str, x: str, other) -> bool:
+    ins = list(n.input)
+    if other is None:
+        return ins == [prev]
+    if len(ins) != 2:
+        return False
+    if other == "x":
+        return sorted(ins) == sorted([prev, x])
+    if n.op_type in ("Div", "Sub"):  # not commutative: the running value comes first
+        return ins[0] == prev and imp.is_const(ins[1], other)
+    rest = list(ins)
+    if prev not in rest:
+        return False
+    rest.remove(prev)
+    return imp.is_const(rest[0], other)
+
+
+def _match_chain(imp: Importer, k: int, n: onnx.NodeProto, steps) -> list[int] | None:
+    x = n.input[0] if n.input else ""
+    if x not in imp.values or n.op_type != steps[0][0]:
+        return None
+    chain, node, prev = [k], n, x
+    for step, (op_type, other) in enumerate(steps):
+        if step:
+            found = imp.only_user(prev, op_type)
+            if found is None:
+                return None
+            chain.append(found[0])
+            node = found[1]
+        if not _fits(imp, node, prev, x, other):
+            return None
+        prev = node.output[0]
+    return chain
+
+
+def _chain_matcher(op: str, attrs: dict, steps):
+    def match(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+        chain = _match_chain(imp, k, n, steps)
+        if chain is None:
+            return False
+        imp.done.update(chain)
+        imp.emit(imp.onnx_nodes[chain[-1]], op, [imp.values[n.input[0]]], attrs)
+        return True
+
+    return match
+
+
+def _match_layernorm(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+    """Transpose(channels last) → LayerNormalization(axis -1) → Transpose(back): layernorm."""
+    x = imp.values.get(n.input[0])
+    if x is None or x.type.rank < 2:
+        return False
+    rank = x.type.rank + 1
+    if list(imp.attrs(n).get("perm", [])) != [0, *range(2, rank), 1]:
+        return False
+    ln = imp.only_user(n.output[0], "LayerNormalization")
+    if ln is None or ln[1].input[0] != n.output[0] or imp.attrs(ln[1]).get("axis", -1) not in (-1, rank - 1):
+        return False
+    back = imp.only_user(ln[1].output[0], "Transpose")
+    if back is None or list(imp.attrs(back[1]).get("perm", [])) != [0, rank - 1, *range(1, rank - 1)]:
+        return False
+    imp.done.update((ln[0], back[0]))
+    emit_layernorm(imp, ln[1], back[1], x)
+    return True
+
+
+def _match_pad_avgpool(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+    """Pad(zeros, spatial, even) → AveragePool(count_include_pad=0): count_include_pad=1."""
+    x = imp.values.get(n.input[0])
+    pads = imp.array(imp.input_name(n, 1))
+    value = imp.input_name(n, 2)
+    if (
+        x is None
+        or x.type.rank != 3
+        or imp.attrs(n).get("mode", "constant") != "constant"
+        or pads is None
+        or (value and not imp.is_const(value, 0.0))
+        or imp.input_name(n, 3)
+    ):
+        return False
+    pads = [int(p) for p in pads]
+    if len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] or pads[2:4] != pads[6:8]:
+        return False
+    pool = imp.only_user(n.output[0], "AveragePool")
+    if pool is None:
+        return False
+    pa = imp.attrs(pool[1])
+    if pa.get("count_include_pad", 0) or list(pa.get("pads", [0] * 4))[:2] != [0, 0]:
+        return False
+    imp.done.add(pool[0])
+    emit_pool(imp, pool[1], x, "avgpool2d", True, pre_pad=(pads[2], pads[3]))
+    return True
+
+
+MATCHERS = {
+    "Div": [_chain_matcher("gelu", {"approximate": "none"}, GELU_ERF)],
+    "Mul": [_chain_matcher("gelu", {"approximate": "tanh"}, GELU_TANH)],
+    "Sigmoid": [_chain_matcher("silu", {}, SILU)],
+    "Transpose": [_match_layernorm],
+    "Pad": [_match_pad_avgpool],
+}

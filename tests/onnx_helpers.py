@@ -1,0 +1,151 @@
+"""Shared by the ONNX tests: one small graph per op configuration, evolved templates, a
+registered op without an ONNX lowering, and hand-written ONNX models."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+from onnx import TensorProto, helper
+
+from evoir import GraphBuilder
+from evoir.ops.base import _REGISTRY, OpSpec, register
+from evoir.passes import get_pass
+from evoir.passes.random_mutation import random_mutation
+from evoir.templates import EraConfig, era, mlp, painter_base, resnet
+
+CHW = (4, 5, 6)  # odd, non-square maps exercise pooling's ceil mode on each axis
+VEC = (5,)
+
+# (op, input shape, attrs, number of inputs)
+OP_CASES = [
+    ("conv2d", CHW, dict(out_channels=6, kernel=3, padding=1), 1),
+    (
+        "conv2d",
+        CHW,
+        dict(
+            out_channels=8,
+            kernel=(3, 2),
+            stride=(2, 1),
+            padding=(1, 0),
+            dilation=(2, 1),
+            groups=2,
+            bias=False,
+        ),
+        1,
+    ),
+    ("batchnorm2d", CHW, {}, 1),
+    ("batchnorm2d", CHW, dict(affine=False, eps=1e-3, momentum=0.01), 1),
+    ("layernorm", CHW, dict(eps=1e-6), 1),
+    ("layernorm", VEC, {}, 1),
+    ("relu", CHW, {}, 1),
+    ("leaky_relu", CHW, dict(negative_slope=0.2), 1),
+    ("gelu", CHW, {}, 1),
+    ("gelu", CHW, dict(approximate="tanh"), 1),
+    ("silu", CHW, {}, 1),
+    ("tanh", CHW, {}, 1),
+    ("sigmoid", CHW, {}, 1),
+    ("identity", CHW, {}, 1),
+    ("softmax", CHW, {}, 1),
+    ("softmax", VEC, {}, 1),
+    ("add", CHW, {}, 2),
+    ("add", VEC, {}, 3),
+    ("concat", CHW, {}, 1),
+    ("concat", CHW, {}, 3),
+    ("maxpool2d", CHW, dict(kernel=2), 1),
+    ("maxpool2d", CHW, dict(kernel=3, stride=2, padding=1, ceil_mode=True), 1),
+    # a window PyTorch drops on H (it would start in the padding), a partial one on W
+    ("maxpool2d", CHW, dict(kernel=(2, 3), stride=2, padding=1, ceil_mode=True), 1),
+    ("avgpool2d", CHW, dict(kernel=3, stride=2, padding=1), 1),
+    ("avgpool2d", CHW, dict(kernel=3, stride=2, padding=1, count_include_pad=False), 1),
+    ("avgpool2d", CHW, dict(kernel=(2, 3), stride=2, padding=1, ceil_mode=True), 1),
+    ("avgpool2d", CHW, dict(kernel=(2, 3), stride=2, padding=1, ceil_mode=True, count_include_pad=False), 1),
+    ("global_avgpool", CHW, {}, 1),
+    ("flatten", CHW, {}, 1),
+    ("flatten", VEC, {}, 1),
+    ("linear", VEC, dict(out_features=3), 1),
+    ("linear", VEC, dict(out_features=3, bias=False), 1),
+    ("dropout", CHW, dict(p=0.3), 1),
+    ("dropout", VEC, {}, 1),
+]
+CASE_IDS = [f"{op}-{k}" for k, (op, *_) in enumerate(OP_CASES)]
+
+
+def randomise(store) -> None:
+    """Random values in every float tensor (positive variances), so that no op is trivial."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for tid, t in store.items():
+            if not t.is_floating_point():
+                continue
+            if "running_var" in tid:
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+
+
+def op_graph(op: str, shape: tuple[int, ...], attrs: dict, fan_in: int = 1):
+    """input → (fan_in − 1 tanh's beside the input) → op → output, with random tensors."""
+    b = GraphBuilder(f"one_{op}")
+    x = b.input(shape)
+    xs = [x] + [b.act(x, "tanh", name=f"t{k}") for k in range(fan_in - 1)]
+    y = b.add(op, xs, name=op, **attrs)
+    graph, store = b.build(b.output(y))
+    randomise(store)
+    return graph, store
+
+
+START = {
+    "painter-base": lambda: painter_base(input_shape=(3, 16, 16), width=8),
+    "resnet": lambda: resnet(input_shape=(3, 16, 16), depth=8, width=4),
+    "era": lambda: era(
+        input_shape=(3, 16, 16),
+        config=EraConfig("bottleneck", (1, 1, 1, 1), filters=4, filter_update=2, group_size=2),
+    ),
+    "mlp": lambda: mlp(input_shape=(1, 8, 8), hidden=12),
+}
+
+
+def evolved(name: str, seed: int = 0, steps: int = 25, fuse: bool = False):
+    """A template after a seeded chain of random preserving mutations (then fused)."""
+    graph, store = START[name]()
+    rng = random.Random(seed)
+    for _ in range(steps):
+        result = random_mutation(graph, store, rng)
+        result.commit(store)
+        graph = result.graph
+    if fuse:
+        for name_ in ("canonicalize", "fuse", "dce"):
+            result = get_pass(name_)()(graph, store)
+            result.commit(store)
+            graph = result.graph
+    return graph, store
+
+
+@contextlib.contextmanager
+def op_without_onnx_lowering(name: str = "no_onnx_square"):
+    """Register an op that no backend lowers, and remove it afterwards."""
+
+    class NoOnnx(OpSpec):
+        pass
+
+    NoOnnx.name = name
+    register(NoOnnx)
+    try:
+        yield name
+    finally:
+        _REGISTRY.pop(name, None)
+
+
+def onnx_model(nodes, inputs, outputs, initializers=(), opset: int = 17, name: str = "hand"):
+    """A hand-written ONNX model; ``inputs``/``outputs`` are (name, shape) pairs."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        initializer=list(initializers),
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
