@@ -72,7 +72,7 @@ def _run(args, cwd):
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, small_start):
-    args = ["search", *TINY, "-G", "4", "--start", str(small_start), "--seed", "5"]
+    args = ["search", *TINY, "--start", str(small_start), "--seed", "5"]
     full = _run([*args, "--out", "full"], tmp_path)
     killed = _run([*args, "--out", "killed"], tmp_path)
     checkpoint = tmp_path / "killed" / "checkpoint.json"
