@@ -16,11 +16,23 @@ PIPELINE = ("canonicalize", "fuse", "dce")
 
 @click.command("fuse")
 @model_argument
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model to write (default: MODEL-fused.json beside the input).")
-@click.option("--explain", is_flag=True, help="Only report what would be fused and why the rest is left alone.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model to write (default: MODEL-fused.json beside the input).",
+)
+@click.option(
+    "--explain", is_flag=True, help="Only report what would be fused and why the rest is left alone."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--samples", type=click.IntRange(min=2), default=4, show_default=True, help="Inputs for the function check.")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=2),
+    default=4,
+    show_default=True,
+    help="Inputs for the function check.",
+)
 def fuse_cmd(model_path, output, explain, force, samples):
     """Merge parallel conv → σ → conv branches of each residual sum into one wide branch.
 
@@ -42,15 +54,19 @@ def fuse_cmd(model_path, output, explain, force, samples):
     fuse_result = pipeline.results[PIPELINE.index("fuse")]
     for group in fuse_result.notes["fused"]:
         kernels = "×".join(str(k) for k in group["kernel"])
-        click.echo(f"fuse at {group['at']}: {len(group['branches'])} conv_b {', '.join(group['branches'])} "
-                   f"→ one branch of {group['hidden']} hidden channels, kernels {kernels}")
+        click.echo(
+            f"fuse at {group['at']}: {len(group['branches'])} conv_b {', '.join(group['branches'])} "
+            f"→ one branch of {group['hidden']} hidden channels, kernels {kernels}"
+        )
     for note in fuse_result.notes["explain"]:
         click.echo(note)
     if not fuse_result.notes["fused"]:
         click.echo("nothing to fuse")
     before, after = analyze(model.graph), analyze(pipeline.graph)
-    click.echo(f"nodes {len(model.graph)} -> {len(pipeline.graph)}, parameters {human(before.params)} -> "
-               f"{human(after.params)}, FLOPs {human(before.flops)} -> {human(after.flops)}")
+    click.echo(
+        f"nodes {len(model.graph)} -> {len(pipeline.graph)}, parameters {human(before.params)} -> "
+        f"{human(after.params)}, FLOPs {human(before.flops)} -> {human(after.flops)}"
+    )
     if explain:
         return
     view = pipeline.commit(model.store)

@@ -12,6 +12,7 @@ import torch
 
 from .errors import GraphError
 from .graph import Graph, Node
+from .names import fresh_name
 from .ops import get_op
 from .store import TensorStore
 from .types import TensorType
@@ -60,12 +61,7 @@ class NodeFactory:
         self.taken: set[str] = set(taken or ())
 
     def fresh_node_id(self, base: str) -> str:
-        if base not in self.taken:
-            return base
-        k = 1
-        while f"{base}_{k}" in self.taken:
-            k += 1
-        return f"{base}_{k}"
+        return fresh_name(base, self.taken)
 
     def node(
         self,

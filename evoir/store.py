@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 
 from .errors import StoreError
+from .names import fresh_name
 
 
 class TensorStore(Mapping[str, torch.Tensor]):
@@ -65,12 +66,7 @@ class TensorStore(Mapping[str, torch.Tensor]):
 
     def fresh_id(self, base: str) -> str:
         """``base`` if unused, else ``base~1``, ``base~2``… (ids are never reused)."""
-        if base not in self._tensors:
-            return base
-        k = 1
-        while f"{base}~{k}" in self._tensors:
-            k += 1
-        return f"{base}~{k}"
+        return fresh_name(base, self._tensors, sep="~")
 
     def update(self, other: Mapping[str, torch.Tensor]) -> None:
         """Add every tensor of ``other`` whose id is new; an id present in both must be the

@@ -64,7 +64,9 @@ def _same_padding(graph: Graph, node: Node) -> bool:
     )
 
 
-def _chain_up(graph: Graph, users: dict[str, list[str]], start: Node, head: str) -> tuple[Node | None, list[Node], str]:
+def _chain_up(
+    graph: Graph, users: dict[str, list[str]], start: Node, head: str
+) -> tuple[Node | None, list[Node], str]:
     """Walk up channel-wise single-reader ops from ``start`` to a conv: (conv_a, σ, reason)."""
     chain: list[Node] = []
     node = start
@@ -111,7 +113,9 @@ def find_branches(graph: Graph, users: dict[str, list[str]], head: str) -> tuple
 
 def _signature(graph: Graph, br: Branch) -> tuple:
     """Branches fuse when they read the same value with the same stride and the same σ."""
-    sigma = tuple((n.op, tuple(sorted((k, v) for k, v in graph.attrs_of(n).model_dump().items()))) for n in br.sigma)
+    sigma = tuple(
+        (n.op, tuple(sorted((k, v) for k, v in graph.attrs_of(n).model_dump().items()))) for n in br.sigma
+    )
     return (br.source, graph.attrs_of(br.a).stride, sigma)
 
 
@@ -187,14 +191,20 @@ class Fuse(Pass):
         a_bias = any("bias" in br.a.params for br in branches)
         a_tensors = {"weight": wa}
         if a_bias:
-            a_tensors["bias"] = torch.cat([
-                t(br.a.params["bias"]).detach() if "bias" in br.a.params else torch.zeros(br.a.type.channels)
-                for br in branches
-            ])
+            a_tensors["bias"] = torch.cat(
+                [
+                    t(br.a.params["bias"]).detach()
+                    if "bias" in br.a.params
+                    else torch.zeros(br.a.type.channels)
+                    for br in branches
+                ]
+            )
         hidden = wa.shape[0]
         a_attrs = graph.attrs_of(first.a)
         new_a = rw.new_node(
-            f"{first.a.id}.fused", "conv2d", [graph.node(first.source)],
+            f"{first.a.id}.fused",
+            "conv2d",
+            [graph.node(first.source)],
             dict(out_channels=hidden, kernel=ka, stride=a_attrs.stride, padding=ka // 2, bias=a_bias),
             a_tensors,
         )
@@ -217,17 +227,26 @@ class Fuse(Pass):
         if b_bias:
             b_tensors["bias"] = sum(t(c.params["bias"]).detach() for c in convs_b if "bias" in c.params)
         new_b = rw.new_node(
-            f"{first.b.id}.fused", "conv2d", [prev],
+            f"{first.b.id}.fused",
+            "conv2d",
+            [prev],
             dict(out_channels=first.b.type.channels, kernel=kb, padding=kb // 2, bias=b_bias),
             b_tensors,
         )
         # Splice: the new chain replaces the first branch, the others disappear.
         gone = {n.id for br in branches for n in br.nodes}
-        gone |= {graph.node(br.b.inputs[0]).id for br in branches if graph.node(br.b.inputs[0]).op == "concat"}
+        gone |= {
+            graph.node(br.b.inputs[0]).id for br in branches if graph.node(br.b.inputs[0]).op == "concat"
+        }
         rw.insert_before(first.a.id, [new_a, *sigma_nodes, new_b])
         add = rw.node(add_id)
         heads = {br.b.id for br in branches}
         inputs = [i for i in add.inputs if i not in heads]
         rw.replace(rw.with_inputs(add, [*inputs, new_b.id]))
         rw.nodes = [n for n in rw.nodes if n.id not in gone]
-        return {"at": add_id, "branches": sorted({br.b.id for br in branches}), "kernel": [ka, kb], "hidden": hidden}
+        return {
+            "at": add_id,
+            "branches": sorted({br.b.id for br in branches}),
+            "kernel": [ka, kb],
+            "hidden": hidden,
+        }

@@ -10,7 +10,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
-from .r2r import KERNELS, auto_channels, widen_residual
+from .r2r import auto_channels, check_block_options, widen_residual
 from .rewrite import Rewriter
 from .topology import residual_adds
 
@@ -36,10 +36,7 @@ class Inception(Pass):
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):
-        if not self.kernels or any(k not in KERNELS for k in self.kernels):
-            raise PassError(f"{self.line()}: kernels must be drawn from {KERNELS}, got {list(self.kernels)}")
-        if self.channels is not None and (self.channels < 2 or self.channels % 2):
-            raise PassError(f"{self.line()}: channels must be even and ≥ 2, got {self.channels}")
+        check_block_options(self.line(), tuple(self.kernels), self.channels)
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)

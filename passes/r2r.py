@@ -170,6 +170,14 @@ def _stride(in_hw: tuple[int, ...], out_hw: tuple[int, ...], k: int) -> int:
     raise PassError(f"no stride maps spatial size {in_hw} to {out_hw} with a {k}×{k} kernel")
 
 
+def check_block_options(line: str, kernels: tuple[int, ...], channels: int | None) -> None:
+    """The option rules shared by widen, deepen and inception (raise ``PassError``)."""
+    if not kernels or any(k not in KERNELS for k in kernels):
+        raise PassError(f"{line}: kernel must be one of {KERNELS}, got {list(kernels)}")
+    if channels is not None and (channels < 2 or channels % 2):
+        raise PassError(f"{line}: channels must be even and ≥ 2 (the W/W halves), got {channels}")
+
+
 def default_sigma(rank: int) -> str:
     """BN+ReLU for images (the report's choice); ReLU for vectors, which have no BN2d."""
     return "bn+relu" if rank == 3 else "relu"

@@ -15,6 +15,7 @@ import torch
 from evoir.builder import make_node
 from evoir.errors import GraphError
 from evoir.graph import Graph, Node
+from evoir.names import fresh_name
 from evoir.ops import get_op
 from evoir.store import TensorStore
 
@@ -31,17 +32,12 @@ class Rewriter:
 
     # ---- ids and tensors -----------------------------------------------------------------
     def fresh_node_id(self, base: str) -> str:
-        name, k = base, 1
-        while name in self._ids:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, self._ids)
         self._ids.add(name)
         return name
 
     def fresh_tensor_id(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.store or name in self.added:
-            name, k = f"{base}~{k}", k + 1
-        return name
+        return fresh_name(base, lambda n: n in self.store or n in self.added, sep="~")
 
     def tensor(self, tid: str) -> torch.Tensor:
         return self.added[tid] if tid in self.added else self.store[tid]

@@ -10,7 +10,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
-from .r2r import KERNELS, auto_channels, widen_residual
+from .r2r import auto_channels, check_block_options, widen_residual
 from .rewrite import Rewriter
 from .topology import residual_adds
 
@@ -35,12 +35,7 @@ class Widen(Pass):
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):
-        if self.kernel not in KERNELS:
-            raise PassError(f"{self.line()}: kernel must be one of {KERNELS}, got {self.kernel}")
-        if self.channels is not None and (self.channels < 2 or self.channels % 2):
-            raise PassError(
-                f"{self.line()}: channels must be even and ≥ 2 (the W/W halves), got {self.channels}"
-            )
+        check_block_options(self.line(), (self.kernel,), self.channels)
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)

@@ -13,7 +13,8 @@ from evoir import GraphBuilder
 from evoir.ops.base import _REGISTRY, OpSpec, register
 from evoir.passes import get_pass
 from evoir.passes.random_mutation import random_mutation
-from evoir.templates import EraConfig, era, mlp, painter_base, resnet
+
+from .small_models import SMALL_STARTS
 
 CHW = (4, 5, 6)  # odd, non-square maps exercise pooling's ceil mode on each axis
 VEC = (5,)
@@ -96,20 +97,9 @@ def op_graph(op: str, shape: tuple[int, ...], attrs: dict, fan_in: int = 1):
     return graph, store
 
 
-START = {
-    "painter-base": lambda: painter_base(input_shape=(3, 16, 16), width=8),
-    "resnet": lambda: resnet(input_shape=(3, 16, 16), depth=8, width=4),
-    "era": lambda: era(
-        input_shape=(3, 16, 16),
-        config=EraConfig("bottleneck", (1, 1, 1, 1), filters=4, filter_update=2, group_size=2),
-    ),
-    "mlp": lambda: mlp(input_shape=(1, 8, 8), hidden=12),
-}
-
-
 def evolved(name: str, seed: int = 0, steps: int = 25, fuse: bool = False):
     """A template after a seeded chain of random preserving mutations (then fused)."""
-    graph, store = START[name]()
+    graph, store = SMALL_STARTS[name]()
     rng = random.Random(seed)
     for _ in range(steps):
         result = random_mutation(graph, store, rng)

@@ -142,7 +142,10 @@ def test_mutate_net2_passes(evoir_cli, r20_file, tmp_path):
 
 
 def test_fuse_command(evoir_cli, painter_file, tmp_path):
-    assert evoir_cli("mutate", str(painter_file), "--op", "widen", "--at", "layer1.add", "-o", "w.json").code == 0
+    assert (
+        evoir_cli("mutate", str(painter_file), "--op", "widen", "--at", "layer1.add", "-o", "w.json").code
+        == 0
+    )
     explained = evoir_cli("fuse", "w.json", "--explain")
     assert explained.code == 0 and "fuse at layer1.add: 2 conv_b" in explained.out
     assert not (tmp_path / "w-fused.json").exists()

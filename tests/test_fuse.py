@@ -17,7 +17,9 @@ from evoir.passes.dce import DeadCodeElimination
 from evoir.passes.fuse import Fuse
 from evoir.passes.manager import PassManager
 from evoir.passes.random_mutation import random_mutation
-from evoir.templates import EraConfig, era, mlp, painter_base, resnet
+from evoir.templates import painter_base, resnet
+
+from .small_models import SMALL_STARTS
 
 
 def evolve(graph, store, lines):
@@ -30,7 +32,11 @@ def evolve(graph, store, lines):
 
 def test_fuse_merges_F_and_every_zero_block_of_a_sum():
     graph, store = painter_base(width=8)
-    graph = evolve(graph, store, ["widen{at=layer1.add,channels=4,kernel=1}", "widen{at=layer1.add,channels=2,kernel=5,seed=1}"])
+    graph = evolve(
+        graph,
+        store,
+        ["widen{at=layer1.add,channels=4,kernel=1}", "widen{at=layer1.add,channels=2,kernel=5,seed=1}"],
+    )
     before = store.snapshot()
     result = Fuse()(graph, store)
     (group,) = result.notes["fused"]
@@ -49,17 +55,25 @@ def test_fuse_merges_F_and_every_zero_block_of_a_sum():
 
 def test_resnet_F_is_left_alone_with_the_reason_and_zero_blocks_fuse():
     graph, store = resnet(depth=8, width=4)
-    graph = evolve(graph, store, ["widen{at=stage2.block1.add,kernel=3}", "widen{at=stage2.block1.add,kernel=5,seed=1}"])
+    graph = evolve(
+        graph, store, ["widen{at=stage2.block1.add,kernel=3}", "widen{at=stage2.block1.add,kernel=5,seed=1}"]
+    )
     result = Fuse()(graph, store)
     (group,) = result.notes["fused"]
     assert len(group["branches"]) == 2
-    assert any("'stage2.block1.2.bn' (batchnorm2d) is not the second conv" in n for n in result.notes["explain"])
+    assert any(
+        "'stage2.block1.2.bn' (batchnorm2d) is not the second conv" in n for n in result.notes["explain"]
+    )
     assert len(result.graph.node("stage2.block1.add").inputs) == 3  # shortcut, F, one fused z
 
 
 def test_fuse_deepen_site_and_inception():
     graph, store = painter_base(width=8)
-    graph = evolve(graph, store, ["deepen{at=layer2.out,kernels=[1,3,5],channels=2}", "inception{at=layer3.add,channels=2}"])
+    graph = evolve(
+        graph,
+        store,
+        ["deepen{at=layer2.out,kernels=[1,3,5],channels=2}", "inception{at=layer3.add,channels=2}"],
+    )
     result = Fuse()(graph, store)
     sites = {g["at"] for g in result.notes["fused"]}
     assert sites == {"layer2.out.deep", "layer3.add"}
@@ -99,20 +113,12 @@ def test_canonicalize_folds_noops_and_merges_sums():
     assert result.graph.node("outer").inputs == ("x", "c", "c")
 
 
-ALL = {
-    "painter-base": lambda: painter_base(input_shape=(3, 16, 16), width=8),
-    "resnet": lambda: resnet(input_shape=(3, 16, 16), depth=8, width=4),
-    "era": lambda: era(input_shape=(3, 16, 16), config=EraConfig("basic", (1, 1, 1, 1), filters=4, filter_update=2, group_size=4)),
-    "mlp": lambda: mlp(input_shape=(1, 8, 8), hidden=12),
-}
-
-
 @pytest.mark.no_auto_verify  # verified end to end below
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(SMALL_STARTS))
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(min_value=0, max_value=2**31 - 1))
 def test_fused_and_unfused_agree_after_random_r2r_chains(name, seed):
-    graph, store = ALL[name]()
+    graph, store = SMALL_STARTS[name]()
     rng = random.Random(seed)
     for _ in range(12):
         result = random_mutation(graph, store, rng, ops=("widen", "deepen", "inception"))

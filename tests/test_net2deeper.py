@@ -12,17 +12,11 @@ from evoir.backends.torch_fx import lower
 from evoir.errors import PassError
 from evoir.passes.base import get_pass, parse_pass
 from evoir.passes.net2deeper import BN_EPS, Net2Deeper, activation_check
-from evoir.templates import TEMPLATES, EraConfig, era, mlp, painter_base, resnet
+from evoir.templates import TEMPLATES, mlp, painter_base, resnet
+
+from .small_models import SMALL_STARTS
 
 F64 = torch.float64
-SMALL = {
-    "painter-base": lambda seed: painter_base(input_shape=(3, 16, 16), width=8, seed=seed),
-    "resnet": lambda seed: resnet(input_shape=(3, 16, 16), depth=20, width=4, seed=seed),
-    "era": lambda seed: era(
-        input_shape=(3, 16, 16), seed=seed, config=EraConfig(sections=(1, 1, 1, 1), filters=4)
-    ),
-    "mlp": lambda seed: mlp(hidden=16, seed=seed),
-}
 
 
 def deepen(pass_, graph, store):
@@ -192,7 +186,7 @@ def test_chained_insertions_stack():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("bn", [True, False])
 def test_random_targets_preserve_every_template(name, seed, bn):
-    graph, store = SMALL[name](seed) if name in SMALL else TEMPLATES[name]()
+    graph, store = SMALL_STARTS[name](seed) if name in SMALL_STARTS else TEMPLATES[name]()
     result = deepen(Net2Deeper(seed=seed, bn=bn), graph, store)
     at = result.applied.at
     assert activation_check(graph, at, "relu") is None

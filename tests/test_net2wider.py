@@ -14,15 +14,9 @@ from evoir.passes.base import get_pass, parse_pass
 from evoir.passes.net2wider import Net2Wider
 from evoir.templates import TEMPLATES, EraConfig, era, mlp, painter_base, resnet
 
+from .small_models import SMALL_STARTS
+
 F64 = torch.float64
-SMALL = {
-    "painter-base": lambda seed: painter_base(input_shape=(3, 16, 16), width=8, seed=seed),
-    "resnet": lambda seed: resnet(input_shape=(3, 16, 16), depth=20, width=4, seed=seed),
-    "era": lambda seed: era(
-        input_shape=(3, 16, 16), seed=seed, config=EraConfig(sections=(1, 1, 1, 1), filters=4)
-    ),
-    "mlp": lambda seed: mlp(hidden=16, seed=seed),
-}
 
 
 def widen(pass_, graph, store):
@@ -287,7 +281,7 @@ def test_default_width_and_seeded_map():
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_targets_preserve_every_template(name, seed):
-    graph, store = SMALL[name](seed) if name in SMALL else TEMPLATES[name]()
+    graph, store = SMALL_STARTS[name](seed) if name in SMALL_STARTS else TEMPLATES[name]()
     result, store64 = widen(Net2Wider(seed=seed), graph, store)
     assert graph.node(result.applied.at).op in ("conv2d", "linear")
     target = result.graph.node(result.applied.at)

@@ -19,7 +19,8 @@ from evoir.errors import EvoirError
 from evoir.ops import all_ops
 from evoir.ops.pool import AvgPool2dAttrs
 
-from .onnx_helpers import CASE_IDS, OP_CASES, START, evolved, op_graph, op_without_onnx_lowering
+from .onnx_helpers import CASE_IDS, OP_CASES, evolved, op_graph, op_without_onnx_lowering
+from .small_models import SMALL_STARTS
 
 TOL = 1e-5
 
@@ -65,7 +66,7 @@ def test_gelu_is_one_node_from_opset_20_and_a_formula_before():
 
 @pytest.mark.no_auto_verify  # the chain is checked end to end against onnxruntime
 @pytest.mark.parametrize("fuse", [False, True], ids=["evolved", "fused"])
-@pytest.mark.parametrize("name", sorted(START))
+@pytest.mark.parametrize("name", sorted(SMALL_STARTS))
 def test_evolved_templates_match_onnxruntime(name, fuse):
     graph, store = evolved(name, seed=7, fuse=fuse)
     assert len(graph.metadata["lineage"]) >= 25

@@ -14,7 +14,8 @@ from evoir.backends.onnx import compare, from_onnx, to_onnx
 from evoir.backends.torch_fx import lower
 from evoir.errors import EvoirError, ModelFileError, UnsupportedError
 
-from .onnx_helpers import CASE_IDS, OP_CASES, START, evolved, onnx_model, op_graph
+from .onnx_helpers import CASE_IDS, OP_CASES, evolved, onnx_model, op_graph
+from .small_models import SMALL_STARTS
 
 
 def assert_same_graph(a, b) -> None:
@@ -47,7 +48,7 @@ def test_each_op_round_trips(op, shape, attrs, fan_in):
 
 
 @pytest.mark.no_auto_verify
-@pytest.mark.parametrize("name", sorted(START))
+@pytest.mark.parametrize("name", sorted(SMALL_STARTS))
 def test_evolved_templates_round_trip(name):
     graph, store = evolved(name, seed=11)
     back, back_store = from_onnx(to_onnx(graph, store))
@@ -180,7 +181,7 @@ def test_a_non_affine_bn_and_the_step_counter():
 
 
 def test_export_import_export_is_a_fixed_point():
-    graph, store = START["painter-base"]()
+    graph, store = SMALL_STARTS["painter-base"]()
     model = to_onnx(graph, store)
     again = to_onnx(*from_onnx(model))
     assert [(n.op_type, n.name, list(n.input)) for n in again.graph.node] == [

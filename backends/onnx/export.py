@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from evoir import __version__
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
+from evoir.names import fresh_name
 from evoir.ops.pool import Pool2dAttrs
 from evoir.store import TensorStore
 from evoir.types import TORCH_DTYPES
@@ -105,9 +106,7 @@ class Exporter:
         self.aux_count: dict[str, int] = {}
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, self.taken)
         self.taken.add(name)
         return name
 

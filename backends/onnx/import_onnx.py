@@ -35,6 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 from evoir.builder import make_node
 from evoir.errors import EvoirError, ModelFileError, UnsupportedError
 from evoir.graph import Graph, Node
+from evoir.names import fresh_name
 from evoir.store import TensorStore
 
 from .import_chains import MATCHERS
@@ -90,9 +91,7 @@ class Importer:
 
     def fresh_id(self, base: str) -> str:
         base = _valid_id(base)
-        name, k = base, 1
-        while name in self.ids:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, self.ids)
         self.ids.add(name)
         return name
 

@@ -120,7 +120,10 @@ def compare(
         dtype = getattr(torch, dtype_name)
         # One lowering per graph and dtype; eval runs before train, so the running statistics
         # that train mode moves (in these private copies) are never read afterwards.
-        modules = [lower(graph, _converted([graph], tensors, dtype)) for graph, tensors in ((a, a_tensors), (b, b_tensors))]
+        modules = [
+            lower(graph, _converted([graph], tensors, dtype))
+            for graph, tensors in ((a, a_tensors), (b, b_tensors))
+        ]
         for mode in sorted(modes, key=lambda m: m != "eval"):
             outs = []
             for module in modules:

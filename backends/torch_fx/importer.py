@@ -20,6 +20,7 @@ from torch import nn
 from evoir.builder import make_node
 from evoir.errors import EvoirError, UnsupportedError
 from evoir.graph import Graph, Node
+from evoir.names import fresh_name
 from evoir.store import TensorStore
 
 _ACT_MODULES = {
@@ -63,9 +64,7 @@ class _Importer:
         base = re.sub(r"[^A-Za-z0-9_.\-/]", "_", base)
         if not re.match(r"[A-Za-z_]", base):
             base = "m" + base  # Sequential children are named 0, 1, …
-        name, k = base, 1
-        while name in self.ids:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, self.ids)
         self.ids.add(name)
         return name
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
+from evoir.names import fresh_name
 from evoir.store import TensorStore
 
 Lowering = Callable[["_Lowerer", Node, list[fx.Node]], fx.Node]
@@ -50,9 +51,7 @@ class _Lowerer:
 
     def add_module(self, node: Node, module: nn.Module) -> str:
         base = re.sub(r"\W", "_", node.id) or "m"
-        name, k = base, 1
-        while hasattr(self.root, name):
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, lambda n: hasattr(self.root, n))
         self.root.add_module(name, module)
         self.module_names[node.id] = name
         return name
