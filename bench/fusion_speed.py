@@ -73,7 +73,9 @@ class WideBlock(nn.Module):
         if extra:
             hidden, ka, kb = extra
             self.extra = nn.Sequential(
-                nn.Conv2d(cin, hidden, ka, stride, ka // 2, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+                nn.Conv2d(cin, hidden, ka, stride, ka // 2, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU(),
                 nn.Conv2d(hidden, cout, kb, 1, kb // 2, bias=False),
             )
 
@@ -126,7 +128,9 @@ def load_in_graph_order(module: nn.Module, graph, store) -> nn.Module:
 
 def evolve(graph, store, blocks: list[str]):
     for k, kernel in enumerate(KERNELS):
-        result = parse_pass(f"widen{{at={blocks[k % len(blocks)]}.add,kernel={kernel},seed={k}}}")(graph, store)
+        result = parse_pass(f"widen{{at={blocks[k % len(blocks)]}.add,kernel={kernel},seed={k}}}")(
+            graph, store
+        )
         result.commit(store)
         graph = result.graph
     fused = PassManager(["canonicalize", "fuse", "dce"]).run(graph, store)
@@ -160,7 +164,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     print(f"device {args.device}, {torch.get_num_threads()} threads, eval mode, median of {args.repeats}")
-    print(f"{'network':14s} {'batch':>5s} {'a unfused':>10s} {'b fused':>9s} {'c hand':>9s} {'a/b':>6s} {'b/c':>6s}")
+    print(
+        f"{'network':14s} {'batch':>5s} {'a unfused':>10s} {'b fused':>9s} {'c hand':>9s} {'a/b':>6s} {'b/c':>6s}"
+    )
     for name, case in (("painter-base", painter_case), ("resnet20", resnet_case)):
         unfused, fused, store, reference = case()
         a = lower(unfused, store).eval().to(args.device)
@@ -170,7 +176,9 @@ def main() -> None:
             x = torch.randn(batch, 3, 32, 32, device=args.device)
             with torch.no_grad():
                 ya, yb, yc = a(x), b(x), c(x)
-                assert torch.allclose(ya, yb, atol=1e-4) and torch.allclose(yb, yc, atol=1e-4), "outputs differ"
+                assert torch.allclose(ya, yb, atol=1e-4) and torch.allclose(yb, yc, atol=1e-4), (
+                    "outputs differ"
+                )
 
                 def timed(m, x=x):
                     def run():
@@ -178,11 +186,14 @@ def main() -> None:
                             m(x)
                         if args.device.startswith("cuda"):
                             torch.cuda.synchronize()
+
                     return run
 
                 t = interleaved({"a": timed(a), "b": timed(b), "c": timed(c)}, args.repeats)
-            print(f"{name:14s} {batch:5d} {t['a'] * 1e3:8.2f}ms {t['b'] * 1e3:7.2f}ms {t['c'] * 1e3:7.2f}ms "
-                  f"{t['a'] / t['b']:6.2f} {t['b'] / t['c']:6.2f}")
+            print(
+                f"{name:14s} {batch:5d} {t['a'] * 1e3:8.2f}ms {t['b'] * 1e3:7.2f}ms {t['c'] * 1e3:7.2f}ms "
+                f"{t['a'] / t['b']:6.2f} {t['b'] / t['c']:6.2f}"
+            )
     print("targets: b/c <= 1.10; a/b >= 2 at batch 256")
 
 

@@ -50,9 +50,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     ensure_cifar(args.data_dir)
-    config = SearchConfig(dataset="cifar10", data_dir=str(args.data_dir), population=10, keep=3,
-                          generations=args.generations, initial_steps=args.steps, steps=args.steps,
-                          selection=args.selection, batch_size=64, seed=args.seed)
+    config = SearchConfig(
+        dataset="cifar10",
+        data_dir=str(args.data_dir),
+        population=10,
+        keep=3,
+        generations=args.generations,
+        initial_steps=args.steps,
+        steps=args.steps,
+        selection=args.selection,
+        batch_size=64,
+        seed=args.seed,
+    )
     data = load_dataset("cifar10", args.data_dir, seed=config.seed)
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -62,13 +71,17 @@ def main() -> None:
     search.start(*initial_network("painter-base", data, config.seed))
     search.progress.on_generation = lambda r: print(
         f"gen {r['generation']:2d}: best val {r['best_val_acc']:.4f} mean {r['mean_val_acc']:.4f} "
-        f"store/independent {r['store_bytes'] / r['independent_bytes']:.3f} {r['elapsed_s']:.0f}s", flush=True)
+        f"store/independent {r['store_bytes'] / r['independent_bytes']:.3f} {r['elapsed_s']:.0f}s",
+        flush=True,
+    )
     search.run()
     results = finalize(search)
 
     # The base network alone, trained for the same number of steps with the same loop.
     total = config.initial_steps + config.generations * config.steps
-    base_cfg = config.model_copy(update={"population": 1, "keep": 1, "generations": 0, "initial_steps": total})
+    base_cfg = config.model_copy(
+        update={"population": 1, "keep": 1, "generations": 0, "initial_steps": total}
+    )
     base_dir = args.out / "baseline"
     base_dir.mkdir()
     base = NESearch(base_cfg, data, base_dir)
@@ -93,11 +106,17 @@ def main() -> None:
     (args.out / "bench.json").write_text(json.dumps(table, indent=1) + "\n")
     print(f"\nCIFAR-10, 1/10 of the report's protocol ({total} steps each), selection {args.selection}")
     print(f"  base network, same steps:   test {base_test:.4f}")
-    print(f"  NE best single:             test {results['best']['test_acc']:.4f}  ({results['best']['params']:,} params)")
+    print(
+        f"  NE best single:             test {results['best']['test_acc']:.4f}  ({results['best']['params']:,} params)"
+    )
     print(f"  NE ensemble (mean):         test {results['ensemble']['test_acc']:.4f}")
     print(f"  NE hierarchical ensemble:   test {results['hierarchical']['test_acc']:.4f}")
-    print(f"  NE best - base:             {100 * (results['best']['test_acc'] - base_test):+.2f} points (target >= +2)")
-    print(f"  ensemble - NE best:         {100 * (results['ensemble']['test_acc'] - results['best']['test_acc']):+.2f} points (target >= 0)")
+    print(
+        f"  NE best - base:             {100 * (results['best']['test_acc'] - base_test):+.2f} points (target >= +2)"
+    )
+    print(
+        f"  ensemble - NE best:         {100 * (results['ensemble']['test_acc'] - results['best']['test_acc']):+.2f} points (target >= 0)"
+    )
     print(f"  store after 5 generations:  {memory:.3f} of M independent copies (target <= 0.25)")
 
 
