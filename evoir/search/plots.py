@@ -94,24 +94,27 @@ def lineage_tree(events: list[dict], final: list[str], path: Path) -> None:
         if parent:
             g.add_edge(parent, mid)
             todo.append(parent)
-    born = {mid: min(e["generation"] for e in events if e["id"] == mid) if mid in info else 0 for mid in g}
+    # Rows by depth in the tree (a child made from a child of the same generation sits lower).
+    roots = [m for m in g if g.in_degree(m) == 0]
+    depth = {}
+    for root in roots:
+        depth.update(nx.single_source_shortest_path_length(g, root))
     rows: dict[int, list[str]] = {}
-    for mid in sorted(g, key=lambda m: (born[m], m)):
-        rows.setdefault(born[mid], []).append(mid)
-    pos = {m: (i - (len(ms) - 1) / 2, -b) for b, ms in rows.items() for i, m in enumerate(ms)}
-    fig, ax = plt.subplots(
-        figsize=(max(5, 1.6 * max(len(v) for v in rows.values())), max(3, 0.8 * len(rows) + 1))
-    )
-    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, edge_color="#777")
+    for mid in sorted(g, key=lambda m: (depth[m], m)):
+        rows.setdefault(depth[mid], []).append(mid)
+    pos = {m: (i - (len(ms) - 1) / 2, -d) for d, ms in rows.items() for i, m in enumerate(ms)}
+    width = max(len(v) for v in rows.values())
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * width), max(3, 0.9 * len(rows) + 1)))
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, edge_color="#777", node_size=900)
     colours = ["#fd8d3c" if m in final else "#c6dbef" for m in g]
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=500, edgecolors="#555")
-    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
-    for mid in final:
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=900, edgecolors="#555")
+    labels = {}
+    for mid in g:
         acc = last.get(mid, {}).get("val_acc")
-        if acc is not None:
-            x, y = pos[mid]
-            ax.text(x, y - 0.35, f"{acc:.3f}", ha="center", fontsize=6)
-    ax.set_title("lineage of the final members (orange); rows: generation born")
+        labels[mid] = f"{mid}\n{acc:.3f}" if (mid in final and acc is not None) else mid
+    nx.draw_networkx_labels(g, pos, labels=labels, ax=ax, font_size=6)
+    ax.set_xlim(-width / 2 - 0.5, width / 2 + 0.5)
+    ax.set_title("lineage of the final members (orange)", fontsize=9)
     ax.set_axis_off()
     fig.tight_layout()
     _save(fig, path)
