@@ -187,4 +187,4 @@ def test_export_import_export_is_a_fixed_point():
     assert [(n.op_type, n.name, list(n.input)) for n in again.graph.node] == [
         (n.op_type, n.name, list(n.input)) for n in model.graph.node
     ]
-    assert onnx.helper.printable_graph(again.graph) == onnx.helper.printable_graph(model.graph)
+    assert onnx.printer.to_text(again.graph) == onnx.printer.to_text(model.graph)
