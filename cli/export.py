@@ -10,7 +10,7 @@ import click
 from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_bytes
 
-from .common import load, model_argument
+from .common import fail_check, load, model_argument
 
 
 def check_onnx_output(path: Path, force: bool) -> Path:
@@ -80,8 +80,7 @@ def export_cmd(model_path, output, opset, no_check, seed, tol, force):
         result = check.compare(model.graph, model.store, proto, seed=seed, tol=tol)
         click.echo(result.summary())
         if not result.ok:
-            click.echo("check failed: nothing written", err=True)
-            raise SystemExit(1)
+            fail_check()
     data = proto.SerializeToString()
     atomic_write_bytes(output, data)
     click.echo(f"wrote {output} ({len(data) / 2**20:.2f} MiB)")

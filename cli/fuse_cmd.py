@@ -9,7 +9,7 @@ import click
 from evoir.analysis import analyze
 from evoir.passes.manager import PassManager
 
-from .common import check_output, human, load, model_argument
+from .common import check_output, fail_check, human, load, model_argument, samples_option
 
 PIPELINE = ("canonicalize", "fuse", "dce")
 
@@ -26,13 +26,7 @@ PIPELINE = ("canonicalize", "fuse", "dce")
     "--explain", is_flag=True, help="Only report what would be fused and why the rest is left alone."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=2),
-    default=4,
-    show_default=True,
-    help="Inputs for the function check.",
-)
+@samples_option
 def fuse_cmd(model_path, output, explain, force, samples):
     """Merge parallel conv → σ → conv branches of each residual sum into one wide branch.
 
@@ -73,8 +67,7 @@ def fuse_cmd(model_path, output, explain, force, samples):
     verification = verify(model.graph, model.store, pipeline.graph, view, samples=samples)
     click.echo(verification.numeric.summary())
     if not verification.ok:
-        click.echo("check failed: nothing written", err=True)
-        raise SystemExit(1)
+        fail_check()
     from evoir.modelfile import save_model
 
     save_model(output, pipeline.graph, view)

@@ -17,7 +17,7 @@ from evoir.passes import all_passes, get_pass
 from evoir.passes.base import parse_value
 from evoir.passes.random_mutation import PRESERVING_OPS, random_mutation
 
-from .common import check_output, human, load, model_argument
+from .common import check_output, fail_check, human, load, model_argument, samples_option
 
 # Common flags and the pass option each one sets (first match wins).
 _FLAG_TARGETS = {
@@ -88,13 +88,7 @@ def build_pass(op: str, flags: dict, extra: tuple[str, ...]):
     help="Model to write (default: MODEL-OP.json beside the input).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=2),
-    default=4,
-    show_default=True,
-    help="Inputs for the function check.",
-)
+@samples_option
 def mutate(model_path, op, at, channels, kernel, seed, extra, tau, output, force, samples):
     """Apply one rewrite pass and write the new model, checking the function.
 
@@ -131,8 +125,7 @@ def mutate(model_path, op, at, channels, kernel, seed, extra, tau, output, force
         verification = verify_result(model.graph, result, model.store, samples=samples)
         click.echo(verification.summary())
         if not verification.ok:
-            click.echo("check failed: nothing written", err=True)
-            raise SystemExit(1)
+            fail_check()
     else:
         click.echo("not function-preserving: not verified")
     save_model(output, result.graph, result.store_view(model.store))
