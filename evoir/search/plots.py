@@ -61,7 +61,7 @@ def accuracy_vs_flops(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     flops = [(h["flops_train"] + h["flops_eval"]) for h in history]
-    ax.plot(flops, [h["best_val_acc"] for h in history], "o-", color="#08519c", label="NE best member")
+    ax.plot(flops, [h["best_val_acc"] for h in history], "o-", color="#08519c", label="best member")
     if baseline:
         ax.plot([f for f, _ in baseline], [a for _, a in baseline], "s--", color="#e6550d", label="baseline")
     ax.set_xlabel("FLOPs spent (training + evaluation)")

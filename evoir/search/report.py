@@ -15,8 +15,8 @@ from evoir.backends.torch_fx import lower
 from evoir.modelfile import atomic_write_text, load_model, save_model
 
 from . import ensemble, plots
+from .engine import Search
 from .evaluate import accuracy_of_probs, evaluate
-from .ne import NESearch
 
 
 def read_events(folder: Path) -> list[dict]:
@@ -26,7 +26,7 @@ def read_events(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def finalize(search: NESearch) -> dict:
+def finalize(search: Search) -> dict:
     """Evaluate on the test split and write best.json, ensemble/, summary.md and the plots."""
     folder, data, cfg = search.folder, search.data, search.config
     final = search.final_selection()
@@ -45,6 +45,8 @@ def finalize(search: NESearch) -> dict:
             "val_acc": best.val_acc,
             "params": analyze(best.graph).params,
             "flops": analyze(best.graph).flops,
+            **({"genome": best.genome} if best.genome is not None else {}),
+            "lineage": list(best.graph.metadata.get("lineage", ())),
         },
         "ensemble": {
             "members": [m.id for m in final],
@@ -55,6 +57,8 @@ def finalize(search: NESearch) -> dict:
         "flops_spent": search.flops_train + search.flops_eval,
         "flops_train": search.flops_train,
         "generations": search.generation,
+        "strategy": cfg.strategy,
+        "candidates_evaluated": search.evaluated or len(search.correct),
         "elapsed_s": round(search.total_elapsed(), 1),
     }
     base_path = folder / "base.json"
@@ -107,14 +111,14 @@ def _fmt_flops(f: float) -> str:
     return f"{f:.0f}"
 
 
-def summary_markdown(search: NESearch, r: dict) -> str:
+def summary_markdown(search: Search, r: dict) -> str:
     cfg = search.config
     rows = []
     if "base" in r:
         rows.append(("base network (after N_i steps)", r["base"]["test_acc"], r["base"]["params"], "—"))
     rows.append(
         (
-            f"NE best single ({r['best']['id']})",
+            f"{'NE' if cfg.strategy == 'ne' else cfg.strategy} best single ({r['best']['id']})",
             r["best"]["test_acc"],
             r["best"]["params"],
             _fmt_flops(r["flops_spent"]),
@@ -147,6 +151,14 @@ def summary_markdown(search: NESearch, r: dict) -> str:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {name} | {acc:.4f} | {params:,} | {flops} |" for name, acc, params, flops in rows]
+    if "genome" in r["best"]:
+        genome = ", ".join(f"{k}={v}" for k, v in r["best"]["genome"].items())
+        lines += ["", f"Best point of the ERA space: {genome}."]
+    if r["best"]["lineage"]:
+        shown = r["best"]["lineage"][-12:]
+        lines += ["", f"Best network's lineage ({len(r['best']['lineage'])} passes, last {len(shown)}):", ""]
+        lines += [f"    {line}" for line in shown]
+    lines += ["", f"{r['candidates_evaluated']} candidates trained and evaluated."]
     last = search.history[-1] if search.history else {}
     if last:
         ratio = last["store_bytes"] / max(1, last["independent_bytes"])

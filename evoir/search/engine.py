@@ -1,0 +1,400 @@
+"""The engine every search strategy runs on: one shared store, members, training,
+evaluation, the run folder's ``events.jsonl`` and atomic checkpoints with resume.
+
+A strategy subclasses ``Search`` and implements two steps:
+
+    initialize()   build the initial members, train and evaluate them   (generation 0)
+    step(g)        one generation: choose, mutate or merge, train, evaluate
+
+``run`` calls them, logs every generation and checkpoints after it, so every strategy gets
+the same run folder, resume after a kill, progress reporting and plots. Strategy state that
+is not members, tensors or RNGs goes through ``extra_state``/``load_extra_state``.
+
+Strategies whose members are trained separately (tournaments, ERA's searches, speciation)
+still keep every member in the one store; ``fork`` gives a new member private copies of the
+tensors it would otherwise share, so training it cannot change another member's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from evoir.analysis import analyze
+from evoir.backends.torch_fx import lower
+from evoir.graph import Graph, Node
+from evoir.modelfile import atomic_write_text
+from evoir.store import TensorStore
+
+from . import checkpoint
+from .batches import BatchStream
+from .config import SearchConfig
+from .data import DataSet
+from .evaluate import Evaluation, evaluate
+from .optim import SharedAdam
+from .selection import coverage, select
+
+
+@dataclass
+class Member:
+    """One network of the population: a graph over the shared store, its own hyperparameters
+    and, in a parameter space such as ERA's, the point (``genome``) it was decoded from."""
+
+    id: str
+    graph: Graph
+    parent: str | None
+    passes: list[str]
+    lr: float
+    weight_decay: float
+    born: int
+    val_acc: float | None = None
+    steps: int = 0
+    genome: dict | None = None
+    parents: list[str] | None = None  # every parent, for merges and crossover
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["graph"] = json.loads(self.graph.model_dump_json())
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Member:
+        return cls(**{**d, "graph": Graph.model_validate(d["graph"])})
+
+
+@dataclass
+class Progress:
+    """What the engine reports to its caller (the CLI draws bars and prints lines)."""
+
+    on_step: Callable[[int], None] = lambda n: None
+    on_generation: Callable[[dict], None] = lambda record: None
+
+
+@dataclass
+class Search:
+    """The shared machinery; see the module docstring. Subclasses set ``strategy``."""
+
+    strategy: ClassVar[str] = ""
+
+    config: SearchConfig
+    data: DataSet
+    folder: Path
+    store: TensorStore = field(default_factory=TensorStore)
+    members: list[Member] = field(default_factory=list)
+    generation: int = -1  # completed generations; -1 before the initial one
+    history: list[dict] = field(default_factory=list)
+    correct: dict[str, torch.Tensor] = field(default_factory=dict)
+    flops_train: int = 0
+    flops_eval: int = 0
+    elapsed_s: float = 0.0
+    events_written: int = 0
+    evaluated: int = 0  # candidates trained and evaluated so far (ids are numbered by it)
+    steps_trained: int = 0  # training steps taken, over all members (for progress bars)
+
+    def __post_init__(self):
+        cfg = self.config
+        self.device = torch.device(cfg.device)
+        self.rng = random.Random(cfg.seed)
+        self.joint_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.stream = BatchStream(
+            self.data, self.data.train, cfg.batch_size, cfg.seed + 2, cfg.augment, self.device
+        )
+        self.optimizer = SharedAdam()
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.progress = Progress()
+        self._started = time.monotonic()
+
+    # ---- what a strategy provides -----------------------------------------------------------
+    def initialize(self) -> None:
+        raise NotImplementedError
+
+    def step(self, generation: int) -> list[str]:
+        """Run one generation; return the ids of the members chosen as parents."""
+        raise NotImplementedError
+
+    def total_steps(self) -> int:
+        """Training steps of the whole run (for progress bars)."""
+        cfg = self.config
+        return cfg.initial_steps + cfg.generations * cfg.steps
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # ---- setup -------------------------------------------------------------------------------
+    def start(self, graph: Graph, store: TensorStore) -> None:
+        """Adopt the network given by ``--start`` (strategies that build their own initial
+        population may ignore it)."""
+        self.store = store.to(self.device)
+        self.members = [Member("h0", graph, None, [], self.config.lr, self.config.weight_decay, born=0)]
+
+    def module(self, member: Member) -> torch.nn.Module:
+        if member.id not in self.modules:
+            self.modules[member.id] = lower(member.graph, self.store)
+        return self.modules[member.id]
+
+    def new_id(self, prefix: str = "c") -> str:
+        self.evaluated += 1
+        return f"{prefix}{self.evaluated}"
+
+    def adopt(self, graph: Graph, added: TensorStore | None = None, **fields) -> Member:
+        """Add a member whose tensors are in ``self.store`` plus ``added`` (moved to the
+        run's device); ``fields`` are the ``Member``'s (``id`` defaults to a fresh one)."""
+        if added is not None:
+            moved = TensorStore()
+            for tid, t in added.items():
+                moved.add(tid, t.detach().to(self.device), buffer=not added.is_parameter(tid))
+            self.store.update(moved)
+        fields.setdefault("lr", self.config.lr)
+        fields.setdefault("weight_decay", self.config.weight_decay)
+        fields.setdefault("parent", None)
+        fields.setdefault("passes", [])
+        fields.setdefault("born", max(self.generation, 0))
+        member = Member(id=fields.pop("id", None) or self.new_id(), graph=graph, **fields)
+        self.members.append(member)
+        return member
+
+    def fork(self, graph: Graph, exclusive: set[str] | None = None) -> Graph:
+        """``graph`` with a private copy of every tensor another member also uses (or that is
+        not in ``exclusive`` when given), so that training it leaves the others unchanged."""
+        shared = {tid for m in self.members if m.graph is not graph for tid in m.graph.tensor_ids()}
+        renamed: dict[str, str] = {}
+        nodes = []
+        for n in graph.nodes:
+            params = {}
+            for role, tid in n.params.items():
+                if tid in shared and (exclusive is None or tid not in exclusive):
+                    if tid not in renamed:
+                        new = self.store.fresh_id(tid.split("~")[0])
+                        old = self.store[tid]
+                        self.store.add(new, old.detach().clone(), buffer=not self.store.is_parameter(tid))
+                        renamed[tid] = new
+                    tid = renamed[tid]
+                params[role] = tid
+            nodes.append(n if params == dict(n.params) else Node(**{**n.model_dump(), "params": params}))
+        return graph.with_nodes(nodes)
+
+    # ---- training and evaluation ----------------------------------------------------------
+    def joint_train(self, steps: int, members: list[Member] | None = None) -> None:
+        """Each step picks one of ``members`` (default: all) uniformly at random and takes one
+        Adam step on it (Painter's Algorithm 4; with one member, plain training)."""
+        cfg = self.config
+        members = self.members if members is None else members
+        cost = {m.id: 3 * analyze(m.graph).flops * cfg.batch_size for m in members}  # fwd + bwd ≈ 3 fwd
+        params = {m.id: {tid: self.store[tid] for tid in m.graph.parameter_ids()} for m in members}
+        for _ in range(steps):
+            member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
+            module = self.module(member).train()
+            x, y = self.stream.next()
+            loss = F.cross_entropy(module(x), y)
+            loss.backward()
+            self.optimizer.step(params[member.id], member.lr, member.weight_decay)
+            for p in params[member.id].values():
+                p.grad = None
+            member.steps += 1
+            self.steps_trained += 1
+            self.flops_train += cost[member.id]
+            self.progress.on_step(1)
+
+    def train_each(self, members: list[Member], steps: int) -> None:
+        """Train every one of ``members`` on its own for ``steps`` steps."""
+        for m in members:
+            self.joint_train(steps, [m])
+
+    def evaluate_members(self, members: list[Member] | None = None) -> None:
+        n = len(self.data.val)
+        for m in self.members if members is None else members:
+            ev = evaluate(self.module(m), self.data, self.data.val, self.device, self.config.eval_batch_size)
+            self.correct[m.id] = ev.correct
+            m.val_acc = ev.accuracy
+            self.flops_eval += analyze(m.graph).flops * n
+
+    # ---- population bookkeeping ------------------------------------------------------------
+    def select(self, k: int, members: list[Member] | None = None) -> list[Member]:
+        """The best ``k`` of ``members`` (default: all) by validation accuracy, or by
+        co-evolution when the run selects that way."""
+        members = self.members if members is None else members
+        decay = self.config.coevolution_decay if self.config.selection == "coevolution" else None
+        ids = select({m.id: self.correct[m.id] for m in members}, k, decay)
+        by_id = {m.id: m for m in members}
+        return [by_id[i] for i in ids]
+
+    def keep_only(self, kept: list[Member]) -> list[str]:
+        """Drop the other members, then every tensor (and its moments) no member uses."""
+        self.members = kept
+        alive = {m.id for m in kept}
+        self.modules = {k: v for k, v in self.modules.items() if k in alive}
+        self.correct = {k: v for k, v in self.correct.items() if k in alive}
+        needed = {tid for m in kept for tid in m.graph.tensor_ids()}
+        freed = self.store.retain(needed)
+        self.optimizer.retain(self.store)
+        return freed
+
+    def remove(self, member: Member) -> None:
+        self.keep_only([m for m in self.members if m is not member])
+
+    def best(self) -> Member:
+        return max(self.members, key=lambda m: m.val_acc or 0)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run (or continue) until all generations are done or the budget is spent."""
+        cfg = self.config
+        if self.generation < 0:
+            torch.manual_seed(cfg.seed * 1000)
+            self.initialize()
+            self.generation = 0
+            self.finish_generation(selected=[])
+        while self.generation < cfg.generations and not self.out_of_budget():
+            g = self.generation + 1
+            torch.manual_seed(cfg.seed * 1000 + g)  # any op using the global RNG replays on resume
+            selected = self.step(g)
+            self.generation = g
+            self.finish_generation(selected)
+
+    def out_of_budget(self) -> bool:
+        return self.config.budget_s is not None and self.total_elapsed() >= self.config.budget_s
+
+    def total_elapsed(self) -> float:
+        return self.elapsed_s + (time.monotonic() - self._started)
+
+    def finish_generation(self, selected: list[str]) -> None:
+        """Log events and history, then checkpoint (events first: a kill between the two only
+        leaves events the resumed run truncates)."""
+        g = self.generation
+        best = self.best()
+        member_bytes = sum(self.store.nbytes(m.graph.tensor_ids()) for m in self.members)
+        record = {
+            "generation": g,
+            "members": len(self.members),
+            "best_val_acc": best.val_acc,
+            "best": best.id,
+            "mean_val_acc": sum(m.val_acc or 0 for m in self.members) / len(self.members),
+            "coverage": coverage(self.correct, [m.id for m in self.members]),
+            "flops_train": self.flops_train,
+            "flops_eval": self.flops_eval,
+            "store_bytes": self.store.nbytes(),
+            "independent_bytes": member_bytes,
+            "params_best": analyze(best.graph).params,
+            "elapsed_s": round(self.total_elapsed(), 2),
+            "parents_selected": selected,
+            "evaluated": self.evaluated,
+        }
+        self.history.append(record)
+        lines = []
+        for m in self.members:
+            a = analyze(m.graph)
+            event = {
+                "generation": g,
+                "id": m.id,
+                "parent": m.parent,
+                "passes": m.passes,
+                "params": a.params,
+                "flops": a.flops,
+                "val_acc": m.val_acc,
+                "lr": m.lr,
+                "weight_decay": m.weight_decay,
+                "steps": m.steps,
+                "born": m.born,
+            }
+            if m.genome is not None:
+                event["genome"] = m.genome
+            if m.parents is not None:
+                event["parents"] = m.parents
+            lines.append(json.dumps(event))
+        with open(self.folder / "events.jsonl", "a") as fh:
+            fh.write("\n".join(lines) + "\n")
+        self.events_written += len(lines)
+        self.save_checkpoint()
+        self.progress.on_generation(record)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        buffers = []
+        for tid in self.store:
+            tensors[f"store/{tid}"] = self.store[tid]
+            if not self.store.is_parameter(tid):
+                buffers.append(tid)
+        for name, value in self.optimizer.state_tensors().items():
+            tensors[f"adam/{name}"] = value
+        for mid, c in self.correct.items():
+            tensors[f"correct/{mid}"] = c
+        tensors["rng/joint"] = self.joint_rng.get_state()
+        for key, value in self.stream.state_dict().items():
+            tensors[f"stream/{key}"] = value
+        rng_state = self.rng.getstate()
+        state = {
+            "config": json.loads(self.config.model_dump_json()),
+            "generation": self.generation,
+            "members": [m.to_json() for m in self.members],
+            "buffers": buffers,
+            "python_rng": [rng_state[0], list(rng_state[1]), rng_state[2]],
+            "history": self.history,
+            "flops_train": self.flops_train,
+            "flops_eval": self.flops_eval,
+            "elapsed_s": self.total_elapsed(),
+            "events_written": self.events_written,
+            "evaluated": self.evaluated,
+            "steps_trained": self.steps_trained,
+            "strategy_state": self.extra_state(),
+        }
+        checkpoint.write(self.folder, state, tensors)
+
+    @classmethod
+    def resume(cls, folder: Path, data: DataSet) -> Search:
+        state, tensors = checkpoint.read(folder)
+        config = SearchConfig.model_validate(state["config"])
+        search = cls(config, data, folder)
+        buffers = set(state["buffers"])
+        store = TensorStore()
+        adam: dict[str, torch.Tensor] = {}
+        stream: dict[str, torch.Tensor] = {}
+        for name, value in tensors.items():
+            kind, key = name.split("/", 1)
+            if kind == "store":
+                store.add(key, value.to(search.device), buffer=key in buffers)
+            elif kind == "adam":
+                adam[key] = value.to(search.device)
+            elif kind == "correct":
+                search.correct[key] = value
+            elif kind == "stream":
+                stream[key] = value
+        search.store = store
+        search.optimizer.load_state_tensors(adam)
+        search.joint_rng.set_state(tensors["rng/joint"])
+        search.stream.load_state_dict(stream)
+        version, internal, gauss = state["python_rng"]
+        search.rng.setstate((version, tuple(internal), gauss))
+        search.members = [Member.from_json(d) for d in state["members"]]
+        search.generation = state["generation"]
+        search.history = state["history"]
+        search.flops_train = state["flops_train"]
+        search.flops_eval = state["flops_eval"]
+        search.elapsed_s = state["elapsed_s"]
+        search.events_written = state["events_written"]
+        search.evaluated = state.get("evaluated", 0)
+        search.steps_trained = state.get("steps_trained", 0)
+        search.load_extra_state(state.get("strategy_state", {}))
+        events = folder / "events.jsonl"
+        if events.exists():  # drop events of the generation the kill interrupted
+            lines = events.read_text().splitlines()[: search.events_written]
+            atomic_write_text(events, "".join(line + "\n" for line in lines))
+        return search
+
+    # ---- results -------------------------------------------------------------------------------
+    def final_selection(self) -> list[Member]:
+        return self.select(self.config.keep)
+
+    def evaluation_on(self, member: Member, split) -> Evaluation:
+        return evaluate(self.module(member), self.data, split, self.device, self.config.eval_batch_size)
