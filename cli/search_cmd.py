@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_text
+from evoir.search.config import STRATEGIES
 
 from .common import check_output, human, load, model_argument
 
@@ -50,12 +51,24 @@ def _data(config):
     type=click.Path(file_okay=False),
     help="Where the data sets live. [default: ~/.cache/evoir/data]",
 )
-@click.option("--strategy", type=click.Choice(["ne"]), default="ne", show_default=True)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="ne",
+    show_default=True,
+    help="ne: shared-parameter NE; tournament: Real et al.; evolution, regularized, crossover, random, "
+    "local, bayes: ERA's searches and baselines; speciation, independent: weight merging and its control.",
+)
+@click.option(
+    "--space",
+    type=click.Choice(["era", "ir"]),
+    help="What tournament/evolution/regularized search: ERA's 8 parameters (era) or the IR under "
+    "Real et al.'s mutations (ir). [default: ir for tournament, era for the others]",
+)
 @click.option(
     "--start",
-    default="painter-base",
-    show_default=True,
-    help="Initial network: a template name or MODEL.json.",
+    help="Initial network: a template name or MODEL.json. "
+    "[default: painter-base for ne, minimal for --space ir, mlp for speciation]",
 )
 @click.option(
     "--population",
@@ -95,6 +108,34 @@ def _data(config):
     show_default=True,
     help="Weight left on an example once a selected member got it right (0: it no longer counts).",
 )
+@click.option(
+    "--era-max-blocks",
+    type=click.IntRange(1, 18),
+    default=18,
+    show_default=True,
+    help="Cap on ERA's blocks per section (smaller networks for small machines).",
+)
+@click.option(
+    "--era-max-filters",
+    type=click.IntRange(1, 64),
+    default=64,
+    show_default=True,
+    help="Cap on ERA's initial filters.",
+)
+@click.option(
+    "--merge",
+    type=click.Choice(["mean", "random"]),
+    default="mean",
+    show_default=True,
+    help="speciation: mean of the two parents' tensors, or each tensor from a random parent.",
+)
+@click.option(
+    "--reseed-noise",
+    type=click.FloatRange(min=0),
+    default=0.01,
+    show_default=True,
+    help="speciation: σ of the noise each re-seeded network gets, relative to each tensor's RMS.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
@@ -112,24 +153,41 @@ def _data(config):
 )
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 def search_cmd(out, resume, force, budget, **options):
-    """Evolve networks with shared parameters (Painter's NE, Algorithms 1–4).
+    """Search for networks; every strategy writes the same run folder.
 
-    Trains the start network N_i steps; then each generation keeps the best K by validation
-    accuracy (or co-evolution), mutates them with random function-preserving passes until
-    there are M, and trains all M jointly for N_j steps over one shared store. The run folder
-    gets config.json, events.jsonl, checkpoints, best.json, ensemble/, summary.md and plots.
-    A killed run continues with --resume.
+    \b
+    ne           Painter's NE: train the start N_i steps; each generation keep the best K,
+                 mutate them with function-preserving passes up to M, train all M jointly
+                 N_j steps over one shared store.
+    tournament   Real et al.: M minimal networks trained N_i steps; each generation two are
+                 drawn, the worse removed, the better's mutant (one of 11 IR mutations,
+                 weights inherited) trained N_j more steps.
+    evolution    ERA's Algorithm 2 over its residual space (the same tournament); every
+    regularized  candidate trained from scratch for N_j steps. regularized removes the
+    crossover    oldest instead; crossover draws 3 and mutates the best two's crossover.
+    random       ERA's baselines: random samples; multi-start best-improvement local search
+    local        from the best K of M random samples; Bayesian optimisation (optuna).
+    bayes
+    speciation   Baughman & Wozniak: M networks of one architecture trained N_i steps; at
+                 each generation the best K are merged pairwise and M networks re-seeded from
+                 them with noise, then trained N_j steps. independent is the control.
+
+    The run folder gets config.json, events.jsonl, checkpoints, best.json, ensemble/,
+    results.json, summary.md and plots. A killed run continues with --resume.
 
     \b
     Examples:
       evoir search --dataset synthetic -M 4 -K 2 -G 3 --initial-steps 200 --steps 100 --out runs/quick
       evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
+      evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
+      evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
+      evoir search --strategy speciation --start mlp -M 10 -K 4 -G 1 --out runs/spec
       evoir search --resume runs/ne
     """
     from evoir.search.config import SearchConfig, parse_budget
-    from evoir.search.ne import NESearch
     from evoir.search.report import finalize
     from evoir.search.start import initial_network
+    from evoir.search.strategies import strategy_class
 
     if resume is not None:
         if out is not None:
@@ -141,7 +199,7 @@ def search_cmd(out, resume, force, budget, **options):
 
         state, _ = read(folder)
         config = SearchConfig.model_validate(state["config"])
-        search = NESearch.resume(folder, _data(config))
+        search = strategy_class(config.strategy).resume(folder, _data(config))
         click.echo(f"resuming {folder} after generation {search.generation}")
     else:
         if out is None:
@@ -155,17 +213,17 @@ def search_cmd(out, resume, force, budget, **options):
             if not force:
                 raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
         data = _data(config)  # fail on missing data before touching the folder
-        graph, store = initial_network(config.start, data, config.seed)
+        start = config.start_network
+        initial = initial_network(start, data, config.seed) if start is not None else None
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
         atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
         folder = out
-        search = NESearch(config, data, folder)
-        search.start(graph, store)
-    cfg = search.config
-    total = cfg.initial_steps + cfg.generations * cfg.steps
-    done = cfg.initial_steps + max(0, search.generation) * cfg.steps if search.generation >= 0 else 0
+        search = strategy_class(config.strategy)(config, data, folder)
+        if initial is not None:
+            search.start(*initial)
+    total, done = search.total_steps(), search.steps_trained
     with _progress(total) as progress:
         task = progress.add_task("generation 0", total=total, completed=done, best="-")
 

@@ -9,8 +9,42 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evoir.errors import EvoirError
 
-STRATEGIES = ("ne",)
+STRATEGIES = (
+    "ne",
+    "tournament",
+    "evolution",
+    "regularized",
+    "crossover",
+    "random",
+    "local",
+    "bayes",
+    "speciation",
+    "independent",
+)
+Strategy = Literal[
+    "ne",
+    "tournament",
+    "evolution",
+    "regularized",
+    "crossover",
+    "random",
+    "local",
+    "bayes",
+    "speciation",
+    "independent",
+]
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
+# Strategies that search a space of architectures (the IR under Real et al.'s mutations, or
+# ERA's 8 parameters) and which spaces each can work in; the first is the default.
+SPACES: dict[str, tuple[str, ...]] = {
+    "tournament": ("ir", "era"),
+    "evolution": ("era", "ir"),
+    "regularized": ("era", "ir"),
+    "crossover": ("era",),
+    "random": ("era",),
+    "local": ("era",),
+    "bayes": ("era",),
+}
 
 
 class SearchConfig(BaseModel):
@@ -19,10 +53,11 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strategy: Literal["ne"] = "ne"
+    strategy: Strategy = "ne"
+    space: Literal["era", "ir"] | None = Field(None, description="None: the strategy's default space")
     dataset: str = "synthetic"
     data_dir: str | None = None
-    start: str = "painter-base"
+    start: str | None = Field(None, description="None: the strategy's default start network")
     population: int = Field(10, ge=1, description="M: members after mutation")
     keep: int = Field(3, ge=1, description="K: members kept by selection")
     generations: int = Field(15, ge=0)
@@ -32,6 +67,10 @@ class SearchConfig(BaseModel):
     selection: Literal["topk", "coevolution"] = "topk"
     coevolution_decay: float = Field(0.0, ge=0, lt=1)
     ops: tuple[str, ...] = PRESERVING_OPS
+    era_max_blocks: int = Field(18, ge=1, le=18, description="cap on ERA's blocks per section")
+    era_max_filters: int = Field(64, ge=1, le=64, description="cap on ERA's initial filters")
+    merge: Literal["mean", "random"] = "mean"
+    reseed_noise: float = Field(0.01, ge=0, description="σ of the re-seeding noise, relative to each tensor's RMS")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(500, ge=1)
     lr: float = Field(0.003, gt=0)
@@ -46,7 +85,33 @@ class SearchConfig(BaseModel):
     def _check(self):
         if self.keep > self.population:
             raise ValueError(f"--keep K={self.keep} must not exceed --population M={self.population}")
+        if self.space is not None:
+            allowed = SPACES.get(self.strategy, ())
+            if self.space not in allowed:
+                where = f"only in {', '.join(allowed)}" if allowed else "in no --space (it has its own)"
+                raise ValueError(f"--strategy {self.strategy} searches {where}, not --space {self.space}")
+        if self.strategy == "speciation" and self.keep < 2:
+            raise ValueError("--strategy speciation merges pairs: --keep must be at least 2")
         return self
+
+    @property
+    def start_network(self) -> str | None:
+        """The initial network: ``--start``, else the strategy's own (None: ERA decodes its
+        candidates itself)."""
+        if self.start is not None:
+            return self.start
+        if self.search_space == "era":
+            return None
+        if self.search_space == "ir":
+            return "minimal"  # Real et al.: single layer, no convolution
+        if self.strategy in ("speciation", "independent"):
+            return "mlp"  # Baughman & Wozniak's two-layer dense network
+        return "painter-base"
+
+    @property
+    def search_space(self) -> str | None:
+        """The space the strategy searches (``era`` or ``ir``), None for NE and speciation."""
+        return self.space or SPACES.get(self.strategy, (None,))[0]
 
 
 def parse_budget(text: str | None) -> float | None:
