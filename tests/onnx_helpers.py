@@ -69,6 +69,11 @@ OP_CASES = [
     ("linear", VEC, dict(out_features=3, bias=False), 1),
     ("dropout", CHW, dict(p=0.3), 1),
     ("dropout", VEC, {}, 1),
+    # nearest up on H, down on W, channels cut; then padded channels with H kept; vectors
+    ("fit", CHW, dict(channels=2, height=9, width=4), 1),
+    ("fit", CHW, dict(channels=7, height=5, width=13), 1),
+    ("fit", VEC, dict(channels=8), 1),
+    ("fit", VEC, dict(channels=3), 1),
 ]
 CASE_IDS = [f"{op}-{k}" for k, (op, *_) in enumerate(OP_CASES)]
 

@@ -32,6 +32,7 @@ from evoir import __version__
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.names import fresh_name
+from evoir.ops.fit import nearest_indices
 from evoir.ops.pool import Pool2dAttrs
 from evoir.store import TensorStore
 from evoir.types import TORCH_DTYPES
@@ -282,6 +283,33 @@ def _linear(ex: Exporter, node: Node, args: list[str]) -> str:
 def _dropout(ex: Exporter, node: Node, args: list[str]) -> str:
     # Without training_mode, Dropout is the identity (inference); the ratio keeps p.
     return ex.final("Dropout", [args[0], ex.const(node, ex.attrs(node).p)], node)
+
+
+@lowers("fit")
+def _fit(ex: Exporter, node: Node, args: list[str]) -> str:
+    """Gather along H and W (PyTorch's nearest indices; ONNX's Resize rounds differently for
+    many size pairs), then Slice or zero-Pad the channels: the chain ``import_onnx`` reads back."""
+    src, dst = ex.in_type(node), node.type
+    steps: list[tuple[str, list[str], dict]] = []
+    if src.rank == 3:
+        for axis in (1, 2):
+            if src.shape[axis] != dst.shape[axis]:
+                idx = nearest_indices(src.shape[axis], dst.shape[axis], src.dtype)
+                steps.append(("Gather", [ex.int_const(node, idx)], {"axis": axis + 1}))
+    if dst.channels < src.channels:
+        bounds = [ex.int_const(node, [v]) for v in (0, dst.channels, 1)]
+        steps.append(("Slice", bounds, {}))
+    elif dst.channels > src.channels:
+        pads = [0] * (2 * (src.rank + 1))
+        pads[src.rank + 2] = dst.channels - src.channels  # end of axis 1
+        steps.append(("Pad", [ex.int_const(node, pads)], {}))
+    if not steps:
+        return ex.final("Identity", args, node)
+    x = args[0]
+    for k, (op_type, extra, attrs) in enumerate(steps):
+        emit = ex.final if k == len(steps) - 1 else ex.aux
+        x = emit(op_type, [x, *extra], node, **attrs)
+    return x
 
 
 # ---- pooling: PyTorch's ceil_mode rule, said in a way ONNX's shape inference agrees with --------

@@ -1,6 +1,7 @@
 """ONNX chains that stand for one IR op, for ``from_onnx``: the decompositions ``to_onnx``
 writes (GELU's erf and tanh formulas, x·sigmoid(x), LayerNorm over channels between two
-Transposes, a zero Pad before an AveragePool) become that op again.
+Transposes, a zero Pad before an AveragePool, fit's Gather → Gather → Slice|Pad) become that
+op again.
 
 A matcher starts at the chain's first node and follows single readers: every intermediate
 value must be read by the next node only, so nothing else sees a value that disappears.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
+
+from evoir.ops.fit import nearest_indices
 
 from .export import GELU_ERF, GELU_TANH, SILU
 from .import_ops import emit_layernorm, emit_pool
@@ -113,10 +117,88 @@ def _match_pad_avgpool(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
     return True
 
 
+def _fit_step(imp: Importer, n: onnx.NodeProto, shape: list[int], stage: int, dtype: str) -> int | None:
+    """Apply one step of ``to_onnx``'s fit chain to ``shape`` (C,H,W or F) and return the
+    stage it reaches (1: H gathered, 2: W gathered, 3: channels cut or padded), or None when
+    ``n`` is not such a step. Steps come in that order, each at most once."""
+    rank = len(shape) + 1
+    if n.op_type == "Gather" and len(shape) == 3:
+        axis = imp.attrs(n).get("axis", 0) % rank
+        idx = imp.array(imp.input_name(n, 1))
+        if axis not in (2, 3) or axis - 1 <= stage or idx is None or idx.ndim != 1 or not idx.size:
+            return None
+        if [int(i) for i in idx] != nearest_indices(shape[axis - 1], idx.size, dtype):
+            return None
+        shape[axis - 1] = int(idx.size)
+        return axis - 1
+    if stage == 3:
+        return None
+    if n.op_type == "Slice":
+        starts, ends = imp.array(imp.input_name(n, 1)), imp.array(imp.input_name(n, 2))
+        axes = imp.array(imp.input_name(n, 3)) if imp.input_name(n, 3) else None
+        steps = imp.array(imp.input_name(n, 4)) if imp.input_name(n, 4) else np.ones(1)
+        if starts is None or ends is None or list(starts.flatten()) != [0] or ends.size != 1:
+            return None
+        if axes is None or [int(a) % rank for a in axes.flatten()] != [1]:
+            return None
+        if steps is None or list(steps.flatten()) != [1]:
+            return None
+        end = int(ends.flatten()[0])
+        if not 0 < end < shape[0]:
+            return None
+        shape[0] = end
+        return 3
+    if n.op_type == "Pad":
+        pads = imp.array(imp.input_name(n, 1))
+        value = imp.input_name(n, 2)
+        if (
+            pads is None
+            or imp.attrs(n).get("mode", "constant") != "constant"
+            or (value and not imp.is_const(value, 0.0))
+            or imp.input_name(n, 3)
+        ):
+            return None
+        pads = [int(p) for p in pads]
+        extra = pads[rank + 1] if len(pads) == 2 * rank else 0
+        if extra <= 0 or any(p for k, p in enumerate(pads) if k != rank + 1):
+            return None
+        shape[0] += extra
+        return 3
+    return None
+
+
+def _match_fit(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+    """Gather(H) → Gather(W) → Slice|Pad(channels), any non-empty ordered part of it: fit."""
+    x = imp.values.get(n.input[0]) if n.input else None
+    if x is None or x.type.rank not in (1, 3):
+        return False
+    shape, stage, chain, node = list(x.type.shape), 0, [], (k, n)
+    while node is not None and stage < 3:
+        stage_after = _fit_step(imp, node[1], shape, stage, x.type.dtype)
+        if stage_after is None:
+            break
+        chain.append(node)
+        stage = stage_after
+        out = node[1].output[0]
+        node = next(filter(None, (imp.only_user(out, t) for t in ("Gather", "Slice", "Pad"))), None)
+        if node is not None and node[1].input[0] != out:
+            node = None
+    if not chain:
+        return False
+    imp.done.update(i for i, _ in chain)
+    attrs = {"channels": shape[0]}
+    if len(shape) == 3:
+        attrs.update(height=shape[1], width=shape[2])
+    imp.emit(chain[-1][1], "fit", [x], attrs)
+    return True
+
+
 MATCHERS = {
     "Div": [_chain_matcher("gelu", {"approximate": "none"}, GELU_ERF)],
     "Mul": [_chain_matcher("gelu", {"approximate": "tanh"}, GELU_TANH)],
     "Sigmoid": [_chain_matcher("silu", {}, SILU)],
     "Transpose": [_match_layernorm],
-    "Pad": [_match_pad_avgpool],
+    "Pad": [_match_pad_avgpool, _match_fit],
+    "Gather": [_match_fit],
+    "Slice": [_match_fit],
 }

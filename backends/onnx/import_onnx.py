@@ -4,7 +4,8 @@ Rules:
 
 - ONNX nodes map onto IR ops one to one (Conv → conv2d, Gemm → linear, Sum → an n-ary add…),
   except the chains ``to_onnx`` writes for one op (GELU's erf or tanh formula, x·sigmoid(x),
-  LayerNorm between two Transposes, Pad before an AveragePool), which become that op again;
+  LayerNorm between two Transposes, Pad before an AveragePool, fit's Gather/Slice/Pad), which
+  become that op again;
 - node ids come from ONNX node names (made valid, and unique), tensor ids are the initializer
   names; BN's running statistics are buffers, and its ``num_batches_tracked`` (which ONNX has
   not) is a new zero int64 buffer; a BN whose scale and bias are ``Constant`` ones and zeros

@@ -208,6 +208,21 @@ def _flatten(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(torch.flatten, tuple(args), {"start_dim": 1})
 
 
+@lowers("fit")
+def _fit(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    # Shapes are static in the IR: emit only the steps this node needs.
+    x, src, dst = args[0], lw.graph.node(node.inputs[0]).type, node.type
+    if src.rank == 3 and src.shape[1:] != dst.shape[1:]:
+        x = lw.fx.call_function(F.interpolate, (x,), {"size": tuple(dst.shape[1:]), "mode": "nearest"})
+    if dst.channels < src.channels:
+        x = lw.fx.call_function(torch.narrow, (x, 1, 0, dst.channels))
+    elif dst.channels > src.channels:
+        # F.pad lists pairs from the last axis backwards: the channel axis comes after H and W.
+        pad = (0, 0) * (src.rank - 1) + (0, dst.channels - src.channels)
+        x = lw.fx.call_function(F.pad, (x, pad))
+    return x
+
+
 def lower(graph: Graph, store: TensorStore) -> fx.GraphModule:
     """A GraphModule computing ``graph`` with the store's tensors as its parameters.
 
