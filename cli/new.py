@@ -59,6 +59,7 @@ def new(template, output, input_shape, classes, seed, force, **options):
       resnet        He et al.'s CIFAR ResNet-(6n+2)
       era           a point of ERA's 8-parameter residual space
       mlp           the two-layer dense net of the speciation study
+      minimal       Real et al.'s first individual: one linear layer, no convolution
 
     \b
     Examples:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .era import EraConfig, era
+from .minimal import minimal
 from .mlp import mlp
 from .painter_base import painter_base
 from .resnet import resnet
@@ -12,6 +13,7 @@ TEMPLATES = {
     "resnet": resnet,
     "era": era,
     "mlp": mlp,
+    "minimal": minimal,
 }
 
 DEFAULT_INPUT = {
@@ -19,6 +21,7 @@ DEFAULT_INPUT = {
     "resnet": (3, 32, 32),
     "era": (3, 32, 32),
     "mlp": (1, 28, 28),
+    "minimal": (3, 32, 32),
 }
 
-__all__ = ["DEFAULT_INPUT", "TEMPLATES", "EraConfig", "era", "mlp", "painter_base", "resnet"]
+__all__ = ["DEFAULT_INPUT", "TEMPLATES", "EraConfig", "era", "minimal", "mlp", "painter_base", "resnet"]
