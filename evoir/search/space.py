@@ -1,0 +1,48 @@
+"""Search spaces: where new candidates come from.
+
+A space makes members for a strategy: a first population, a mutated child and (where the
+space defines one) a crossover child. Each returned member is already adopted into the
+search (its tensors are in the shared store) and not yet trained; ``train_steps`` says how
+long the strategy trains it.
+
+- ``ir``: the IR itself under Real et al.'s mutations (``passes.real_mutation``). The first
+  population is the ``--start`` network (the ``minimal`` template by default: one linear
+  layer, no convolution) with fresh weights per member; a child inherits every tensor its
+  mutation did not reshape, as a private copy, and continues training from there.
+- ``era``: ERA's 8-parameter residual space (``era_space``); every candidate is decoded
+  through the ``era`` template and trained from scratch (a low-fidelity estimate).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+from evoir.errors import EvoirError
+
+from .engine import Member, Search
+
+
+class Space(Protocol):
+    name: str
+
+    def initial(self, search: Search, rng: random.Random) -> Member: ...
+
+    def mutate(self, search: Search, parent: Member, rng: random.Random) -> Member: ...
+
+    def crossover(self, search: Search, a: Member, b: Member, rng: random.Random) -> Member: ...
+
+    def train_steps(self, search: Search, member: Member) -> int: ...
+
+
+def make_space(search: Search) -> Space:
+    name = search.config.search_space
+    if name == "ir":
+        from .ir_space import IrSpace
+
+        return IrSpace(search)
+    if name == "era":
+        from .era_space import EraSpace
+
+        return EraSpace(search)
+    raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era or ir)")
