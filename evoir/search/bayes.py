@@ -1,0 +1,83 @@
+"""Bayesian optimisation over ERA's space (the thesis's best-performing baseline, App. A.2.1).
+
+Generation 0 evaluates ``population`` random points; each later generation asks optuna's TPE
+sampler for one point given every candidate evaluated so far, then trains and evaluates it.
+The thesis notes BO starts modelling after dims + 1 = 9 random samples; TPE's
+``n_startup_trials=9`` does the same when the first population is smaller.
+
+The study is rebuilt from the recorded trials every generation and its sampler is seeded from
+``seed`` and the generation, so a resumed run asks exactly what the uninterrupted one did
+without checkpointing optuna itself. The ordinal parameters are given to optuna as indices
+into their value lists, so TPE sees e.g. that 16 filters lie between 8 and 32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from evoir.errors import EvoirError
+
+from .baseline import BaselineSearch
+from .era_space import CATEGORICAL, PARAMETERS
+
+STARTUP_TRIALS = 9
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise EvoirError("--strategy bayes needs optuna: pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial
+    return optuna
+
+
+def distributions(values: Mapping[str, tuple]) -> dict:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    return {
+        p: CategoricalDistribution(values[p]) if p in CATEGORICAL else IntDistribution(0, len(values[p]) - 1)
+        for p in PARAMETERS
+    }
+
+
+def encode(genome: Mapping, values: Mapping[str, tuple]) -> dict:
+    return {p: genome[p] if p in CATEGORICAL else values[p].index(genome[p]) for p in PARAMETERS}
+
+
+def decode(params: Mapping, values: Mapping[str, tuple]) -> dict:
+    return {p: params[p] if p in CATEGORICAL else values[p][params[p]] for p in PARAMETERS}
+
+
+class BayesSearch(BaselineSearch):
+    strategy = "bayes"
+
+    def study(self, generation: int):
+        """A study holding every trial so far, in order, whose next ask is seeded by
+        ``generation``."""
+        optuna = _optuna()
+        values = self.space.values
+        dists = distributions(values)
+        sampler = optuna.samplers.TPESampler(
+            seed=self.config.seed * 1000 + generation, n_startup_trials=STARTUP_TRIALS
+        )
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    params=encode(t["genome"], values), distributions=dists, value=t["val_acc"]
+                )
+                for t in self.trials
+            ]
+        )
+        return study
+
+    def step(self, generation: int) -> list[str]:
+        values = self.space.values
+        study = self.study(generation)
+        trial = study.ask(distributions(values))
+        member = self.space.decode(
+            self, decode(trial.params, values), self.rng, passes=[f"bayes{{trial={trial.number}}}"]
+        )
+        self.evaluate_candidate(member)
+        return []

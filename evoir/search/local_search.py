@@ -1,0 +1,99 @@
+"""Best-improvement multi-start local search (ERA's App. A.2.2, HyperMapper's algorithm).
+
+    sample P random points                                  (generation 0; the thesis: 50)
+    for each of the best K of them, in turn (a "start"):
+        repeat: evaluate every neighbour of the current point (``era_space.neighbours``);
+                move to the best one if it beats the current point, else the start is done
+    when every start is done: sample P fresh random points and start again from their best K
+
+One candidate is evaluated per generation, so a point's neighbourhood takes several
+generations. A genome evaluated before (by any start) is not trained again: its recorded
+accuracy is used. The whole queue (sampling left, starts, current point) is checkpointed,
+so a resumed run continues exactly where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+from .baseline import BaselineSearch
+from .era_space import PARAMETERS, format_genome, neighbours
+
+
+class LocalSearch(BaselineSearch):
+    strategy = "local"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.to_sample = 0  # random points left in the current sampling phase
+        self.batch: list[str] = []  # keys of the points that phase sampled so far
+        self.starts: list[dict] = []  # start points not yet climbed from
+        self.current: dict | None = None  # the point whose neighbourhood is being evaluated
+        self.moves: list[list[str]] = []  # [from, to] keys of every improving move
+        self.finished: list[str] = []  # keys of the local optima the starts ended on
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.starts = self.best_of([format_genome(t["genome"]) for t in self.trials])
+
+    def seen(self) -> dict[str, dict]:
+        """Genome key → its first trial."""
+        seen: dict[str, dict] = {}
+        for t in self.trials:
+            seen.setdefault(format_genome(t["genome"]), t)
+        return seen
+
+    def best_of(self, keys: list[str]) -> list[dict]:
+        """The genomes of the best ``keep`` distinct keys (earlier first among equals)."""
+        seen = self.seen()
+        ranked = sorted(dict.fromkeys(keys), key=lambda k: -seen[k]["val_acc"])
+        return [seen[k]["genome"] for k in ranked[: self.config.keep]]
+
+    def step(self, generation: int) -> list[str]:
+        # Each pass of the loop either evaluates one candidate (and returns) or advances the
+        # queue; it ends because a restart always samples.
+        while True:
+            if self.to_sample:
+                member = self.space.initial(self, self.rng)
+                self.evaluate_candidate(member)
+                self.batch.append(format_genome(member.genome))
+                self.to_sample -= 1
+                if not self.to_sample:
+                    self.starts, self.batch = self.best_of(self.batch), []
+                return []
+            if self.current is None:
+                if self.starts:
+                    self.current = self.starts.pop(0)
+                else:
+                    self.to_sample = self.config.population
+                continue
+            seen = self.seen()
+            here = seen[format_genome(self.current)]
+            around = neighbours(self.current, self.space.values)
+            todo = [n for n in around if format_genome(n) not in seen]
+            if todo:
+                changed = next(p for p in PARAMETERS if todo[0][p] != self.current[p])
+                member = self.space.decode(
+                    self,
+                    todo[0],
+                    self.rng,
+                    parent=here["id"],
+                    passes=[f"local-step{{{changed}={todo[0][changed]}}}"],
+                )
+                self.evaluate_candidate(member)
+                return [here["id"]]
+            best = max(around, key=lambda n: seen[format_genome(n)]["val_acc"], default=None)
+            if best is not None and seen[format_genome(best)]["val_acc"] > here["val_acc"]:
+                self.moves.append([format_genome(self.current), format_genome(best)])
+                self.current = best
+            else:
+                self.finished.append(format_genome(self.current))
+                self.current = None
+
+    _STATE = ("to_sample", "batch", "starts", "current", "moves", "finished")
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), **{k: getattr(self, k) for k in self._STATE}}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        for k in self._STATE:
+            setattr(self, k, state[k])
