@@ -21,6 +21,7 @@ from .inspect import run, show, validate
 from .mutate import mutate, verify_cmd
 from .new import new
 from .passes_cmd import passes_cmd
+from .rank_cmd import rank_cmd
 from .search_cmd import eval_cmd, search_cmd, train_cmd
 
 
@@ -57,6 +58,7 @@ for command in (
     search_cmd,
     train_cmd,
     eval_cmd,
+    rank_cmd,
     export_cmd,
 ):
     cli.add_command(command)

@@ -1,0 +1,136 @@
+"""``evoir rank-correlation``: do short trainings rank networks as longer ones do? (ERA §4.2)"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from evoir.errors import EvoirError
+from evoir.modelfile import atomic_write_text
+
+from .common import INT_LIST
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digits: int) -> str:
+    """A plain aligned table; NaN (a budget whose networks all tie) shows as n/a."""
+    width = max(len(corner), *(len(name) for name, _ in rows))
+    cells = [f"{corner:<{width}}" + "".join(f"{c!s:>9}" for c in columns)]
+    for name, values in rows:
+        cells.append(
+            f"{name:<{width}}"
+            + "".join(f"{'n/a' if math.isnan(v) else f'{v:.{digits}f}':>9}" for v in values)
+        )
+    return "\n".join(cells)
+
+
+@click.command("rank-correlation")
+@click.argument("models", metavar="MODEL.json...", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--era",
+    "era_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="Also a fresh ERA network, e.g. basic,0-3-3-3,16,2,16 (block, blocks, filters, update, group size).",
+)
+@click.option(
+    "--dataset",
+    default="synthetic",
+    show_default=True,
+    help="cifar10, cifar100, mnist, fashion-mnist or synthetic.",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data sets live.")
+@click.option(
+    "--budgets", type=INT_LIST, default="100,200,400", show_default=True, help="Increasing step counts."
+)
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
+@click.option("--augment", is_flag=True, help="Random crop and horizontal flip.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Batches (and --era weights).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the JSON and heat-map."
+)
+@click.option("--force", is_flag=True, help="Replace an existing rank_correlation.json.")
+def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, **training):
+    """Train each network alone and rank them after every step budget.
+
+    Each network is trained from the weights in its file (the same batches for all), and its
+    accuracy is measured after each of the --budgets. The Spearman rank correlation between
+    two budgets says how far the shorter one ranks the networks as the longer one does (ERA's
+    Tables 4, 7 and 9): a search that scores candidates after a short training relies on it.
+    With --out, writes rank_correlation.json and rank_correlation.png there.
+
+    \b
+    Examples:
+      evoir new era --blocks 0,1,1,1 --filters 8 -o narrow.json
+      evoir new era --blocks 0,1,1,1 --filters 32 -o wide.json
+      evoir rank-correlation narrow.json wide.json --era basic,0-3-3-3,16,2,16 \\
+          --dataset cifar10 --data-dir data --budgets 700,1400,2800 --out runs/rank
+    """
+    from evoir.search.config import SearchConfig
+    from evoir.search.data import load_dataset
+    from evoir.search.era_space import build, parse_genome
+    from evoir.search.fidelity import accuracy_by_budget, check_budgets, heatmap, spearman_matrix
+    from evoir.search.start import initial_network
+
+    budgets = check_budgets(budgets)
+    for path in models:
+        if path.suffix != ".json":
+            raise EvoirError(f"{path}: expected a MODEL.json file")
+    genomes = [parse_genome(spec) for spec in era_specs]
+    if len(models) + len(genomes) < 2:
+        raise EvoirError("rank correlation needs at least two networks (MODEL.json files or --era specs)")
+    target = out / "rank_correlation.json" if out is not None else None
+    if target is not None and target.exists() and not force:
+        raise EvoirError(f"{target} exists; pass --force to overwrite it")
+    config = SearchConfig(dataset=dataset, data_dir=data_dir, **training)
+    data = load_dataset(dataset, data_dir, seed=config.seed)
+    names = [str(p) for p in models] + [f"era:{spec}" for spec in era_specs]
+    networks = [initial_network(str(p), data, config.seed) for p in models]  # checks they fit the data
+    networks += [build(g, data.input_shape, data.classes, config.seed) for g in genomes]
+
+    with _progress() as progress:
+        task = progress.add_task("training", total=len(networks) * budgets[-1])
+        acc = accuracy_by_budget(
+            networks, data, budgets, config, split, on_step=lambda n: progress.advance(task, n)
+        )
+    rho = spearman_matrix(acc)
+
+    click.echo(f"{split} accuracy after each budget (training steps)")
+    click.echo(_table("model", budgets, [(name, [row[m] for row in acc]) for m, name in enumerate(names)], 4))
+    click.echo("\nSpearman rank correlation between budgets")
+    click.echo(_table("steps", budgets, [(str(b), row) for b, row in zip(budgets, rho, strict=True)], 2))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        report = {
+            "dataset": dataset,
+            "split": split,
+            "budgets": budgets,
+            "training": {**training, "seed": config.seed},
+            "models": [{"name": n, "accuracy": [row[m] for row in acc]} for m, n in enumerate(names)],
+            "spearman": [[None if math.isnan(v) else v for v in row] for row in rho],
+        }
+        atomic_write_text(target, json.dumps(report, indent=1) + "\n")
+        heatmap(rho, budgets, out / "rank_correlation.png")
+        click.echo(f"wrote {target} and {out / 'rank_correlation.png'}")
