@@ -10,21 +10,14 @@ as members, so that memory stays bounded however long the search runs.
 
 from __future__ import annotations
 
-from .engine import Member, Search
-from .space import make_space
+from .engine import Member
+from .space import SpaceSearch
 
 
-class BaselineSearch(Search):
+class BaselineSearch(SpaceSearch):
     def __post_init__(self):
         super().__post_init__()
-        self._space = None
         self.trials: list[dict] = []  # {"id", "genome", "val_acc"} of every candidate, in order
-
-    @property
-    def space(self):
-        if self._space is None:
-            self._space = make_space(self)
-        return self._space
 
     def total_steps(self) -> int:
         cfg = self.config

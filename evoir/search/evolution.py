@@ -17,25 +17,15 @@ mutations) is the search space's business (``space.py``).
 
 from __future__ import annotations
 
-from .engine import Member, Search
-from .space import make_space
+from .engine import Member
+from .space import SpaceSearch
 
 
-class EvolutionSearch(Search):
+class EvolutionSearch(SpaceSearch):
     strategy = "evolution"
     drawn = 2
     remove_oldest = False
     uses_crossover = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        self._space = None
-
-    @property
-    def space(self):
-        if self._space is None:
-            self._space = make_space(self)
-        return self._space
 
     def total_steps(self) -> int:
         cfg = self.config

@@ -33,6 +33,7 @@ class NESearch(Search):
     strategy = "ne"
 
     def initialize(self) -> None:
+        self.evaluated = len(self.members)
         self.joint_train(self.config.initial_steps)
         self.evaluate_members()
         # The base network h_i as trained for N_i steps, before its tensors are shared
@@ -60,6 +61,7 @@ class NESearch(Search):
             before, after = analyze(parent.graph).params, analyze(result.graph).params
             lr, wd = rescale_hyperparameters(parent.lr, parent.weight_decay, before, after)
             k += 1
+            self.evaluated += 1
             self.adopt(
                 result.graph,
                 result.added,

@@ -46,3 +46,16 @@ def make_space(search: Search) -> Space:
 
         return EraSpace(search)
     raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era or ir)")
+
+
+class SpaceSearch(Search):
+    """A strategy that draws its candidates from ``--space`` (built on first use, once the
+    ``--start`` network, if any, is a member)."""
+
+    _space: Space | None = None
+
+    @property
+    def space(self) -> Space:
+        if self._space is None:
+            self._space = make_space(self)
+        return self._space
