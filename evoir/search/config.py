@@ -70,7 +70,9 @@ class SearchConfig(BaseModel):
     era_max_blocks: int = Field(18, ge=1, le=18, description="cap on ERA's blocks per section")
     era_max_filters: int = Field(64, ge=1, le=64, description="cap on ERA's initial filters")
     merge: Literal["mean", "random"] = "mean"
-    reseed_noise: float = Field(0.01, ge=0, description="σ of the re-seeding noise, relative to each tensor's RMS")
+    reseed_noise: float = Field(
+        0.01, ge=0, description="σ of the re-seeding noise, relative to each tensor's RMS"
+    )
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(500, ge=1)
     lr: float = Field(0.003, gt=0)
