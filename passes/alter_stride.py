@@ -8,7 +8,7 @@ from typing import ClassVar
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .backbone import RealMutation, backbone_ops
+from .backbone import RealMutation
 from .base import PassResult, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
@@ -49,7 +49,7 @@ class AlterStride(RealMutation):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
-        at = self.pick(rw, self.at, [n.id for n in backbone_ops(graph, "conv2d")], "backbone conv2d")
+        at = self.pick_conv(rw, graph, self.at)
         node = graph.node(at)
         a = graph.attrs_of(node)
         stride = (

@@ -83,3 +83,16 @@ class RealMutation(Pass):
         if at not in candidates:
             raise self.refuse(f"'{at}' is no {what} (candidates: {', '.join(candidates) or 'none'})")
         return at
+
+    def pick_insertion_point(self, rw: Rewriter, graph: Graph, at: str | None) -> str:
+        """Where a new edge goes: ``at`` (any backbone node something reads), or a random
+        backbone vertex."""
+        if at is None:
+            return self.pick(rw, None, [n.id for n in read_vertices(graph)], "backbone vertex")
+        users = graph.users()
+        read = [n.id for n in backbone(graph) if users[n.id]]
+        return self.pick(rw, at, read, "backbone node that is read")
+
+    def pick_conv(self, rw: Rewriter, graph: Graph, at: str | None) -> str:
+        """``at`` when it is a backbone conv, or a random one."""
+        return self.pick(rw, at, [n.id for n in backbone_ops(graph, "conv2d")], "backbone conv2d")

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .alter_stride import same_padding
-from .backbone import RealMutation, backbone_ops
+from .backbone import RealMutation
 from .base import PassResult, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
@@ -41,7 +41,7 @@ class FilterSize(RealMutation):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
-        at = self.pick(rw, self.at, [n.id for n in backbone_ops(graph, "conv2d")], "backbone conv2d")
+        at = self.pick_conv(rw, graph, self.at)
         node = graph.node(at)
         a = graph.attrs_of(node)
         axis = self.axis if self.axis is not None else rw.random.choice(("h", "w"))

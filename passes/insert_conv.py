@@ -8,7 +8,7 @@ from typing import ClassVar
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .backbone import RealMutation, backbone, read_vertices
+from .backbone import RealMutation
 from .base import PassResult, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
@@ -41,12 +41,7 @@ class InsertConv(RealMutation):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
-        users = graph.users()
-        if self.at is None:
-            at = self.pick(rw, None, [n.id for n in read_vertices(graph)], "backbone vertex")
-        else:
-            read = [n.id for n in backbone(graph) if users[n.id]]
-            at = self.pick(rw, self.at, read, "backbone node that is read")
+        at = self.pick_insertion_point(rw, graph, self.at)
         stride = self.stride if self.stride is not None else rw.random.choice((1, 2))
         bn = self.bn if self.bn is not None else rw.random.random() < 0.5
         x = graph.node(at)

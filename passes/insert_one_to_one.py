@@ -8,7 +8,7 @@ from typing import ClassVar
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .backbone import RealMutation, backbone, read_vertices
+from .backbone import RealMutation
 from .base import PassResult, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
@@ -31,13 +31,7 @@ class InsertOneToOne(RealMutation):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
-        users = graph.users()
-        if self.at is None:
-            at = self.pick(rw, None, [n.id for n in read_vertices(graph)], "backbone vertex")
-        else:
-            at = self.pick(
-                rw, self.at, [n.id for n in backbone(graph) if users[n.id]], "backbone node that is read"
-            )
+        at = self.pick_insertion_point(rw, graph, self.at)
         norm = rw.new_node(f"{at}.bn", "batchnorm2d", [graph.node(at)])
         relu = rw.new_node(f"{at}.relu", "relu", [norm])
         rw.rewire(at, relu.id, skip={norm.id, relu.id})

@@ -8,7 +8,7 @@ from typing import ClassVar
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .backbone import RealMutation, backbone_ops, chain
+from .backbone import RealMutation, chain
 from .base import PassResult, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
@@ -31,7 +31,7 @@ class RemoveConv(RealMutation):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
-        at = self.pick(rw, self.at, [n.id for n in backbone_ops(graph, "conv2d")], "backbone conv2d")
+        at = self.pick_conv(rw, graph, self.at)
         edge = chain(graph, at)
         removed = {n.id for n in edge}
         rw.rewire(edge[-1].id, graph.node(at).inputs[0], skip=removed)
