@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evoir.errors import EvoirError
 
-STRATEGIES = (
-    "ne",
-    "tournament",
-    "evolution",
-    "regularized",
-    "crossover",
-    "random",
-    "local",
-    "bayes",
-    "speciation",
-    "independent",
-)
 Strategy = Literal[
     "ne",
     "tournament",
@@ -33,6 +21,7 @@ Strategy = Literal[
     "speciation",
     "independent",
 ]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
 # Strategies that search a space of architectures (the IR under Real et al.'s mutations, or
 # ERA's 8 parameters) and which spaces each can work in; the first is the default.

@@ -164,16 +164,16 @@ class Search:
         self.members.append(member)
         return member
 
-    def fork(self, graph: Graph, exclusive: set[str] | None = None) -> Graph:
-        """``graph`` with a private copy of every tensor another member also uses (or that is
-        not in ``exclusive`` when given), so that training it leaves the others unchanged."""
+    def fork(self, graph: Graph) -> Graph:
+        """``graph`` with a private copy of every tensor another member also uses, so that
+        training it leaves the others unchanged."""
         shared = {tid for m in self.members if m.graph is not graph for tid in m.graph.tensor_ids()}
         renamed: dict[str, str] = {}
         nodes = []
         for n in graph.nodes:
             params = {}
             for role, tid in n.params.items():
-                if tid in shared and (exclusive is None or tid not in exclusive):
+                if tid in shared:
                     if tid not in renamed:
                         new = self.store.fresh_id(tid.split("~")[0])
                         old = self.store[tid]
