@@ -89,3 +89,35 @@ def fail_check() -> None:
     """A preserving rewrite whose function check failed: say so, write nothing, exit 1."""
     click.echo("check failed: nothing written", err=True)
     raise SystemExit(1)
+
+
+def training_options(command):
+    """The options of every command that trains networks with the search's loop (``search``,
+    ``train``, ``rank-correlation``): one definition, so their defaults cannot drift apart."""
+    for decorator in reversed(
+        [
+            click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+            click.option(
+                "--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True
+            ),
+            click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True),
+            click.option("--augment", is_flag=True, help="Random crop and horizontal flip."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
+        ]
+    ):
+        command = decorator(command)
+    return command
+
+
+def steps_progress(show_best: bool = False):
+    """A progress bar over training steps on stderr (off when stderr is no terminal); with
+    ``show_best``, tasks carry a ``best`` field shown as the best validation accuracy."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps")]
+    if show_best:
+        columns.append(TextColumn("best val {task.fields[best]}"))
+    return Progress(*columns, TimeRemainingColumn(), console=console, disable=not console.is_terminal)

@@ -11,23 +11,7 @@ import click
 from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_text
 
-from .common import INT_LIST
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+from .common import INT_LIST, steps_progress, training_options
 
 
 def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digits: int) -> str:
@@ -62,12 +46,7 @@ def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digi
     "--budgets", type=INT_LIST, default="100,200,400", show_default=True, help="Increasing step counts."
 )
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
-@click.option("--augment", is_flag=True, help="Random crop and horizontal flip.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Batches (and --era weights).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@training_options
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the JSON and heat-map."
 )
@@ -110,7 +89,7 @@ def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, *
     networks = [initial_network(str(p), data, config.seed) for p in models]  # checks they fit the data
     networks += [build(g, data.input_shape, data.classes, config.seed) for g in genomes]
 
-    with _progress() as progress:
+    with steps_progress() as progress:
         task = progress.add_task("training", total=len(networks) * budgets[-1])
         acc = accuracy_by_budget(
             networks, data, budgets, config, split, on_step=lambda n: progress.advance(task, n)

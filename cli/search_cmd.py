@@ -13,24 +13,7 @@ from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_text
 from evoir.search.config import STRATEGIES
 
-from .common import check_output, human, load, model_argument
-
-
-def _progress(total: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TextColumn("best val {task.fields[best]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+from .common import check_output, human, load, model_argument, steps_progress, training_options
 
 
 def _data(config):
@@ -136,13 +119,8 @@ def _data(config):
     show_default=True,
     help="speciation: σ of the noise each re-seeded network gets, relative to each tensor's RMS.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
-@click.option("--augment", is_flag=True, help="Random crop and horizontal flip.")
+@training_options
 @click.option("--budget", help="Stop after this long (e.g. 90s, 30m, 2h) and report.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (required unless --resume)."
 )
@@ -224,7 +202,7 @@ def search_cmd(out, resume, force, budget, **options):
         if initial is not None:
             search.start(*initial)
     total, done = search.total_steps(), search.steps_trained
-    with _progress(total) as progress:
+    with steps_progress(show_best=True) as progress:
         task = progress.add_task("generation 0", total=total, completed=done, best="-")
 
         def on_generation(record: dict) -> None:
@@ -257,12 +235,7 @@ def search_cmd(out, resume, force, budget, **options):
 @click.option("--dataset", default="synthetic", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True)
-@click.option("--augment", is_flag=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@training_options
 @click.option(
     "-o",
     "--output",
@@ -307,7 +280,7 @@ def train_cmd(
     with tempfile.TemporaryDirectory() as tmp:
         search = NESearch(config, data, Path(tmp))
         search.start(graph, store)
-        with _progress(steps) as progress:
+        with steps_progress(show_best=True) as progress:
             task = progress.add_task("training", total=steps, best="-")
             search.progress.on_step = lambda n: progress.advance(task, n)
             search.joint_train(steps)
