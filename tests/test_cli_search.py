@@ -16,6 +16,7 @@ from evoir.modelfile import save_model
 from evoir.templates import painter_base
 
 from .conftest import assert_user_error
+from .test_strategies import RUN_FILES
 
 TINY = ["--dataset", "synthetic", "-M", "3", "-K", "2", "-G", "3", "--initial-steps", "30", "--steps", "20"]
 
@@ -31,22 +32,7 @@ def test_search_writes_the_run_folder(evoir_cli, tmp_path, small_start):
     result = evoir_cli("search", *TINY, "--start", str(small_start), "--out", "run")
     assert result.code == 0, result.err
     run = tmp_path / "run"
-    for name in [
-        "config.json",
-        "events.jsonl",
-        "checkpoint.json",
-        "checkpoint.safetensors",
-        "base.json",
-        "best.json",
-        "best.safetensors",
-        "ensemble/ensemble.json",
-        "ensemble/head.safetensors",
-        "summary.md",
-        "results.json",
-        "val_accuracy.png",
-        "accuracy_vs_flops.png",
-        "lineage.png",
-    ]:
+    for name in [*RUN_FILES, "base.json"]:
         assert (run / name).exists(), name
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     assert {e["generation"] for e in events} == {0, 1, 2, 3}
