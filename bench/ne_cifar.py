@@ -19,8 +19,13 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import torch
+
+from evoir.analysis import analyze
+from evoir.modelfile import atomic_write_text
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.ne import NESearch
@@ -28,6 +33,7 @@ from evoir.search.report import finalize
 from evoir.search.start import initial_network
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "ne"
 
 
 def ensure_cifar(data_dir: Path) -> None:
@@ -40,6 +46,32 @@ def ensure_cifar(data_dir: Path) -> None:
     subprocess.run([sys.executable, str(script), str(data_dir)], check=True)
 
 
+def base_protocol(config: SearchConfig, data, folder: Path, steps: int, flops_steps: int) -> dict:
+    """The base network alone with the same loop: its test accuracy every 500 steps (the
+    report's protocol reports the best of these), at ``steps`` (equal steps) and at
+    ``flops_steps`` (equal training FLOPs)."""
+    base_cfg = config.model_copy(
+        update={"population": 1, "keep": 1, "generations": 0, "initial_steps": steps}
+    )
+    folder.mkdir()
+    base = NESearch(base_cfg, data, folder)
+    base.start(*initial_network("painter-base", data, config.seed))
+    tested: dict[int, float] = {}
+    done = 0
+    for target in sorted({*range(500, max(steps, flops_steps) + 1, 500), steps, flops_steps}):
+        base.joint_train(target - done)
+        done = target
+        tested[target] = base.evaluation_on(base.members[0], data.test).accuracy
+    return {
+        "equal_steps": tested[steps],
+        "equal_flops": tested[flops_steps],
+        "equal_flops_steps": flops_steps,
+        "report_protocol": max(v for k, v in tested.items() if k <= steps),
+        "curve": {str(k): v for k, v in tested.items()},
+        "flops_per_step": base.flops_train / max(done, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/evoir-cifar"))
@@ -47,26 +79,45 @@ def main() -> None:
     parser.add_argument("--selection", default="topk", choices=["topk", "coevolution"])
     parser.add_argument("--steps", type=int, default=500, help="N_i = N_j")
     parser.add_argument("--generations", type=int, default=15)
+    parser.add_argument("--population", "-M", type=int, default=10)
+    parser.add_argument("--keep", "-K", type=int, default=3)
+    parser.add_argument("--init", choices=["pair", "zero-out"], default=None, help="zero blocks' init")
+    parser.add_argument("--scale", choices=["matched", "he"], default=None, help="zero blocks' scale")
+    parser.add_argument("--no-lr-rule", action="store_true", help="keep a child's lr (no App. C.3 rule)")
+    parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--tag", default=None, help="name of the JSON under bench/results/ne (default: the options)"
+    )
+    parser.add_argument(
+        "--no-base", action="store_true", help="skip the base network (it is the same for every NE variant)"
+    )
     args = parser.parse_args()
     ensure_cifar(args.data_dir)
     config = SearchConfig(
         dataset="cifar10",
         data_dir=str(args.data_dir),
-        population=10,
-        keep=3,
+        population=args.population,
+        keep=args.keep,
         generations=args.generations,
         initial_steps=args.steps,
         steps=args.steps,
         selection=args.selection,
         batch_size=64,
         seed=args.seed,
+        device=args.device,
+        init=args.init,
+        scale=args.scale,
+        lr_rule=not args.no_lr_rule,
+        tau=args.tau,
     )
     data = load_dataset("cifar10", args.data_dir, seed=config.seed)
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
 
+    started = time.perf_counter()
     search = NESearch(config, data, args.out)
     search.start(*initial_network("painter-base", data, config.seed))
     search.progress.on_generation = lambda r: print(
@@ -76,48 +127,65 @@ def main() -> None:
     )
     search.run()
     results = finalize(search)
+    ne_seconds = time.perf_counter() - started
 
-    # The base network alone, trained for the same number of steps with the same loop.
     total = config.initial_steps + config.generations * config.steps
-    base_cfg = config.model_copy(
-        update={"population": 1, "keep": 1, "generations": 0, "initial_steps": total}
-    )
-    base_dir = args.out / "baseline"
-    base_dir.mkdir()
-    base = NESearch(base_cfg, data, base_dir)
-    base.start(*initial_network("painter-base", data, config.seed))
-    base.joint_train(total)
-    base_test = base.evaluation_on(base.members[0], data.test).accuracy
-    gen5 = next((h for h in search.history if h["generation"] == 5), search.history[-1])
-    memory = gen5["store_bytes"] / gen5["independent_bytes"]
     table = {
-        "base_trained_same_steps": base_test,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "ne_best": results["best"]["test_acc"],
+        "ne_best_val": results["best"]["val_acc"],
         "ensemble": results["ensemble"]["test_acc"],
         "hierarchical": results["hierarchical"]["test_acc"],
         "ne_best_params": results["best"]["params"],
-        "base_params": results.get("base", {}).get("params"),
+        "ne_best_passes": results["best"].get("lineage"),
         "flops_spent_ne": results["flops_spent"],
-        "flops_base": base.flops_train,
-        "memory_ratio_gen5": memory,
+        "flops_train_ne": search.flops_train,
         "steps": total,
         "selection": args.selection,
+        "ne_seconds": round(ne_seconds, 1),
+        "history": [
+            {k: h[k] for k in ("generation", "best_val_acc", "mean_val_acc")} for h in search.history
+        ],
     }
+    gen5 = next((h for h in search.history if h["generation"] == 5), search.history[-1])
+    table["memory_ratio_gen5"] = gen5["store_bytes"] / gen5["independent_bytes"]
+    print(f"\nCIFAR-10, {total} training steps, selection {args.selection}")
+    print(f"  NE best single:             test {table['ne_best']:.4f}  ({table['ne_best_params']:,} params)")
+    print(f"  NE ensemble (mean):         test {table['ensemble']:.4f}")
+    print(f"  NE hierarchical ensemble:   test {table['hierarchical']:.4f}")
+    print(
+        f"  store after 5 generations:  {table['memory_ratio_gen5']:.3f} of M independent copies (target <= 0.25)"
+    )
+    if not args.no_base:
+        base_graph, _ = initial_network("painter-base", data, config.seed)
+        per_step = 3 * analyze(base_graph).flops * config.batch_size
+        flops_steps = max(total, round(search.flops_train / per_step / 100) * 100)
+        base = base_protocol(config, data, args.out / "baseline", total, flops_steps)
+        table["base"] = base
+        print(f"  base, best test every 500 (report's protocol): {base['report_protocol']:.4f}")
+        print(f"  base, same steps:           test {base['equal_steps']:.4f}")
+        print(f"  base, same training FLOPs:  test {base['equal_flops']:.4f} ({flops_steps} steps)")
+        print(
+            f"  NE best - base (same steps): {100 * (table['ne_best'] - base['equal_steps']):+.2f} points (target >= +2)"
+        )
+    print(
+        f"  ensemble - NE best:         {100 * (table['ensemble'] - table['ne_best']):+.2f} points (target >= 0)"
+    )
     (args.out / "bench.json").write_text(json.dumps(table, indent=1) + "\n")
-    print(f"\nCIFAR-10, 1/10 of the report's protocol ({total} steps each), selection {args.selection}")
-    print(f"  base network, same steps:   test {base_test:.4f}")
-    print(
-        f"  NE best single:             test {results['best']['test_acc']:.4f}  ({results['best']['params']:,} params)"
+    tag = args.tag or "-".join(
+        str(x)
+        for x in (
+            args.selection,
+            args.init or "default",
+            args.scale or "default",
+            "nolr" if args.no_lr_rule else "lr",
+        )
     )
-    print(f"  NE ensemble (mean):         test {results['ensemble']['test_acc']:.4f}")
-    print(f"  NE hierarchical ensemble:   test {results['hierarchical']['test_acc']:.4f}")
-    print(
-        f"  NE best - base:             {100 * (results['best']['test_acc'] - base_test):+.2f} points (target >= +2)"
-    )
-    print(
-        f"  ensemble - NE best:         {100 * (results['ensemble']['test_acc'] - results['best']['test_acc']):+.2f} points (target >= 0)"
-    )
-    print(f"  store after 5 generations:  {memory:.3f} of M independent copies (target <= 0.25)")
+    out = RESULTS / f"{tag}-seed{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(table) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .common import INT_LIST, SHAPE, check_output, human
 _OPTION_OWNERS = {
     "depth": ("resnet",),
     "width": ("resnet", "painter-base"),
+    "layers": ("painter-base",),
     "hidden": ("mlp",),
     "block": ("era",),
     "blocks": ("era",),
@@ -43,6 +44,7 @@ _OPTION_OWNERS = {
     type=click.IntRange(min=1),
     help="resnet: first-stage channels [16]; painter-base: channels [32].",
 )
+@click.option("--layers", type=click.IntRange(min=1), help="painter-base: residual layers. [default: 3]")
 @click.option("--hidden", type=click.IntRange(min=1), help="mlp: hidden units. [default: 128]")
 @click.option("--block", type=click.Choice(["basic", "bottleneck"]), help="era: block type.")
 @click.option("--blocks", type=INT_LIST, help="era: blocks in the four sections, e.g. 0,3,3,3.")

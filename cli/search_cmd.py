@@ -83,6 +83,22 @@ def _data(config):
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Locality bound: keep mutations with |θ_old|/|θ_new| > TAU.",
 )
+@click.option(
+    "--init",
+    type=click.Choice(["pair", "zero-out"]),
+    help="ne: how widen/deepen/inception draw their zero blocks (default: the passes' own).",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["matched", "he"]),
+    help="ne: the scale of the zero blocks' new weights (default: the passes' own).",
+)
+@click.option(
+    "--lr-rule/--no-lr-rule",
+    default=True,
+    show_default=True,
+    help="ne: rescale a child's learning rate and weight decay by |θ_parent|/|θ_child| (App. C.3).",
+)
 @click.option("--selection", type=click.Choice(["topk", "coevolution"]), default="topk", show_default=True)
 @click.option(
     "--coevolution-decay",

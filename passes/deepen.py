@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from evoir.errors import PassError
@@ -11,6 +11,10 @@ from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
 from .r2r import (
+    INIT_HELP,
+    SCALE_HELP,
+    Init,
+    Scale,
     auto_channels,
     build_zero_block,
     check_block_options,
@@ -47,6 +51,8 @@ class Deepen(Pass):
     channels: int | None = option(None, "hidden channels of each block, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((3,), "one zero block per kernel size (1, 3, 5, 7; 1 for vectors)")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
+    init: Init = option("pair", INIT_HELP)
+    scale: Scale = option("matched", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):
@@ -69,7 +75,9 @@ class Deepen(Pass):
             )
         hidden = self.channels or auto_channels(h.type.channels)
         try:
-            sigma = parse_sigma(self.sigma or default_sigma(h.type.rank), h.type.rank)
+            sigma = parse_sigma(
+                self.sigma or default_sigma(h.type.rank), h.type.rank, paired=self.init == "pair"
+            )
             ref = weight_of(rw, producer_layer(graph, at))
             blocks = [
                 build_zero_block(
@@ -84,6 +92,8 @@ class Deepen(Pass):
                     rw.fresh_node_id(f"{at}.r2r"),
                     ref,
                     ref,
+                    self.init,
+                    self.scale,
                 )
                 for k in self.kernels
             ]
@@ -93,7 +103,5 @@ class Deepen(Pass):
         new_nodes = [n for b in blocks for n in b.nodes] + [total]
         rw.rewire(at, total.id, skip={n.id for n in new_nodes})
         rw.insert_after(at, new_nodes)
-        applied = Deepen(
-            at=at, channels=hidden, kernels=tuple(self.kernels), sigma=self.sigma, seed=self.seed
-        )
+        applied = replace(self, at=at, channels=hidden, kernels=tuple(self.kernels))
         return PassResult(rw.finish(), rw.added, True, applied, {"zero_blocks": [b.exit.id for b in blocks]})

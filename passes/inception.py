@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from evoir.errors import PassError
@@ -10,7 +10,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
-from .r2r import auto_channels, check_block_options, widen_residual
+from .r2r import INIT_HELP, SCALE_HELP, Init, Scale, auto_channels, check_block_options, widen_residual
 from .rewrite import Rewriter
 from .topology import residual_adds
 
@@ -33,6 +33,8 @@ class Inception(Pass):
     channels: int | None = option(None, "hidden channels per branch, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((1, 3, 5), "kernel size of each branch")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu)")
+    init: Init = option("pair", INIT_HELP)
+    scale: Scale = option("matched", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):
@@ -48,10 +50,10 @@ class Inception(Pass):
             at = rw.random.choice(candidates)
         channels = self.channels or auto_channels(graph.node(at).type.channels)
         try:
-            block = widen_residual(rw, graph, at, channels, tuple(self.kernels), self.sigma, "inception")
+            block = widen_residual(
+                rw, graph, at, channels, tuple(self.kernels), self.sigma, "inception", self.init, self.scale
+            )
         except PassError as err:
             raise self.refuse(str(err)) from None
-        applied = Inception(
-            at=at, channels=channels, kernels=tuple(self.kernels), sigma=self.sigma, seed=self.seed
-        )
+        applied = replace(self, at=at, channels=channels, kernels=tuple(self.kernels))
         return PassResult(rw.finish(), rw.added, True, applied, {"zero_blocks": [block.exit.id]})

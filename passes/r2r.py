@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -26,13 +27,25 @@ from .rewrite import Rewriter
 ACT_ALIASES = {"bn": "batchnorm2d"}
 KERNELS = (1, 3, 5, 7)
 
+# How a zero block's free parameters are drawn (options ``init`` and ``scale`` of widen, deepen
+# and inception). ``pair`` is the report's [β −β] * σ([W; W] * x); ``zero-out`` draws every
+# hidden channel independently and sets the projection β to zero, so z(x) = 0 · σ(W * x) = 0
+# (GradMax's zero fan-out, Evci et al. 2022, with a random fan-in). ``matched`` scales W and β
+# like the trained layers the block joins (App. C.3); ``he`` uses √(2/fan-in), as a new layer
+# of a network trained from scratch would get. bench/growth_cifar.py measures them.
+Init = Literal["pair", "zero-out"]
+Scale = Literal["matched", "he"]
+INIT_HELP = "pair: [β −β] * σ([W; W] * x) (report §3.1); zero-out: unpaired W, β = 0 (zero fan-out)"
+SCALE_HELP = "std of new W and β: matched to the neighbouring layers (App. C.3) or he (√(2/fan-in))"
 
-def parse_sigma(spec: str, rank: int) -> tuple[str, ...]:
-    """``"bn+relu"`` → ``("batchnorm2d", "relu")``, refusing any op that mixes channels.
+
+def parse_sigma(spec: str, rank: int, paired: bool = True) -> tuple[str, ...]:
+    """``"bn+relu"`` → ``("batchnorm2d", "relu")``, refusing any op that mixes channels where
+    the block is ``paired`` (a zero-out block is zero whatever σ computes).
 
     Raises:
-        PassError: for an unknown op, or a σ with inter-channel dependencies (report §3.1,
-            equation (a): the two halves would no longer be equal).
+        PassError: for an unknown op, or a paired block's σ with inter-channel dependencies
+            (report §3.1, equation (a): the two halves would no longer be equal).
     """
     ops = tuple(ACT_ALIASES.get(p.strip(), p.strip()) for p in spec.split("+") if p.strip())
     if not ops:
@@ -41,7 +54,7 @@ def parse_sigma(spec: str, rank: int) -> tuple[str, ...]:
         spec_ = get_op(op)
         if spec_ is None:
             raise PassError(f"σ op '{op}' is not an op of the IR")
-        if not spec_.channelwise:
+        if paired and not spec_.channelwise:
             raise PassError(
                 f"σ op '{op}' has inter-channel dependencies, so the two halves of the R2R block "
                 "would not stay equal and z(x) = 0 would not hold (report §3.1, equation (a))"
@@ -51,6 +64,11 @@ def parse_sigma(spec: str, rank: int) -> tuple[str, ...]:
         if get_op(op).min_inputs != 1 or op in ("maxpool2d", "avgpool2d", "global_avgpool"):
             raise PassError(f"σ op '{op}' changes the shape; σ must be a channel-wise activation or BN")
     return ops
+
+
+def new_weight_std(scale: Scale, reference: torch.Tensor | None, fan_in: int) -> float:
+    """Std of a new layer's weights under ``scale`` (see ``Scale``)."""
+    return matched_std(reference, fan_in) if scale == "matched" else math.sqrt(2.0 / max(fan_in, 1))
 
 
 def matched_std(reference: torch.Tensor | None, fan_in: int) -> float:
@@ -85,12 +103,17 @@ def build_zero_block(
     prefix: str,
     w_reference: torch.Tensor | None,
     beta_reference: torch.Tensor | None,
+    init: Init = "pair",
+    scale: Scale = "matched",
 ) -> ZeroBlock:
-    """Nodes computing z(x) with ``channels`` hidden channels per kernel (split W/W), shaped
-    ``(out_channels, *out_spatial)``. Image inputs use convs, vectors use linear layers."""
+    """Nodes computing z(x) with ``channels`` hidden channels per kernel, shaped
+    ``(out_channels, *out_spatial)``. Image inputs use convs, vectors use linear layers.
+    ``init="pair"`` splits the hidden channels into equal halves W/W projected by β/−β;
+    ``init="zero-out"`` draws them all independently and projects them by β = 0."""
     if channels < 2 or channels % 2:
         raise PassError(f"an R2R block needs an even number of hidden channels ≥ 2, got {channels}")
-    half = channels // 2
+    paired = init == "pair"
+    drawn = channels // 2 if paired else channels  # rows drawn at random; a pair repeats them
     image = x.type.rank == 3
     nodes: list[Node] = []
     branches: list[Node] = []
@@ -98,32 +121,25 @@ def build_zero_block(
         if image:
             stride = _stride(x.type.shape[1:], out_spatial, k)
             fan_in = x.type.channels * k * k
-            w = torch.randn((half, x.type.channels, k, k), generator=rw.generator)
-            w = w * matched_std(w_reference, fan_in)
-            hidden = rw.new_node(
-                f"{prefix}.k{k}.w",
+            shape: tuple[int, ...] = (drawn, x.type.channels, k, k)
+            op, attrs = (
                 "conv2d",
-                [x],
                 dict(out_channels=channels, kernel=k, stride=stride, padding=k // 2, bias=False),
-                {"weight": torch.cat([w, w])},
             )
+            name = f"{prefix}.k{k}.w"
         else:
             if k != 1:
                 raise PassError(f"a vector has no spatial axes: kernel must be 1, got {k}")
             fan_in = x.type.shape[0]
-            w = torch.randn((half, fan_in), generator=rw.generator) * matched_std(w_reference, fan_in)
-            hidden = rw.new_node(
-                f"{prefix}.w",
-                "linear",
-                [x],
-                dict(out_features=channels, bias=False),
-                {"weight": torch.cat([w, w])},
-            )
+            shape = (drawn, fan_in)
+            op, attrs, name = "linear", dict(out_features=channels, bias=False), f"{prefix}.w"
+        w = torch.randn(shape, generator=rw.generator) * new_weight_std(scale, w_reference, fan_in)
+        hidden = rw.new_node(name, op, [x], attrs, {"weight": torch.cat([w, w]) if paired else w})
         nodes.append(hidden)
         h = hidden
         for op in sigma:
             # Default init gives every per-channel parameter (BN: γ=1, β=0, running stats 0/1)
-            # equal values in both halves, which is what the zero needs.
+            # equal values in both halves, which is what the pairing needs.
             h = rw.new_node(f"{hidden.id}.{op}", op, [h])
             nodes.append(h)
         branches.append(h)
@@ -131,28 +147,24 @@ def build_zero_block(
     if len(branches) > 1:
         joined = rw.new_node(f"{prefix}.cat", "concat", branches)
         nodes.append(joined)
-    columns = []
-    for _ in kernels:
-        shape = (out_channels, half, 1, 1) if image else (out_channels, half)
-        beta = torch.randn(shape, generator=rw.generator) * matched_std(beta_reference, half * len(kernels))
-        columns += [beta, -beta]
-    weight = torch.cat(columns, dim=1)
-    if image:
-        exit_ = rw.new_node(
-            f"{prefix}.beta",
-            "conv2d",
-            [joined],
-            dict(out_channels=out_channels, kernel=1, bias=False),
-            {"weight": weight},
-        )
+    if paired:
+        half = channels // 2
+        columns = []
+        for _ in kernels:
+            beta_shape = (out_channels, half, 1, 1) if image else (out_channels, half)
+            std = new_weight_std(scale, beta_reference, half * len(kernels))
+            beta = torch.randn(beta_shape, generator=rw.generator) * std
+            columns += [beta, -beta]
+        weight = torch.cat(columns, dim=1)
     else:
-        exit_ = rw.new_node(
-            f"{prefix}.beta",
-            "linear",
-            [joined],
-            dict(out_features=out_channels, bias=False),
-            {"weight": weight},
-        )
+        width = channels * len(kernels)
+        weight = torch.zeros((out_channels, width, 1, 1) if image else (out_channels, width))
+    if image:
+        attrs = dict(out_channels=out_channels, kernel=1, bias=False)
+        exit_ = rw.new_node(f"{prefix}.beta", "conv2d", [joined], attrs, {"weight": weight})
+    else:
+        attrs = dict(out_features=out_channels, bias=False)
+        exit_ = rw.new_node(f"{prefix}.beta", "linear", [joined], attrs, {"weight": weight})
     nodes.append(exit_)
     if exit_.type.shape != (out_channels, *out_spatial):
         raise PassError(
@@ -195,6 +207,8 @@ def widen_residual(
     kernels: tuple[int, ...],
     sigma: str | None,
     label: str,
+    init: Init = "pair",
+    scale: Scale = "matched",
 ) -> ZeroBlock:
     """R2WiderR at the residual sum ``at``: x + F(x) → x + F(x) + z(x), z reading the block
     input x and shaped like the sum. Used by ``widen`` (one kernel) and ``inception``."""
@@ -218,10 +232,12 @@ def widen_residual(
         add.type.shape[1:],
         hidden,
         kernels,
-        parse_sigma(sigma or default_sigma(x.type.rank), x.type.rank),
+        parse_sigma(sigma or default_sigma(x.type.rank), x.type.rank, paired=init == "pair"),
         rw.fresh_node_id(f"{at}.{label}"),
         weight_of(rw, first),
         weight_of(rw, last),
+        init,
+        scale,
     )
     rw.insert_before(at, list(block.nodes))
     rw.replace(rw.with_inputs(add, [*add.inputs, block.exit.id]))

@@ -19,18 +19,26 @@ from .base import Pass, PassResult, get_pass
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
 
 
-def draw_pass(op: str, graph: Graph, rng: random.Random, train_mode_exact: bool = True) -> Pass:
+def draw_pass(
+    op: str,
+    graph: Graph,
+    rng: random.Random,
+    train_mode_exact: bool = True,
+    block_options: dict | None = None,
+) -> Pass:
     """A pass of kind ``op`` with random options (the target is left to the pass's own
-    seeded choice, which its applied line records)."""
+    seeded choice, which its applied line records). ``block_options`` (e.g. ``init``,
+    ``scale``) go to the passes that add zero blocks: widen, deepen and inception."""
     seed = rng.randrange(2**31)
     small = rng.choice((2, 4, 8))
     cls = get_pass(op)
+    block = block_options or {}
     if op == "widen":
-        return cls(channels=small, kernel=rng.choice((1, 3, 5)), seed=seed)
+        return cls(channels=small, kernel=rng.choice((1, 3, 5)), seed=seed, **block)
     if op == "deepen":
-        return cls(channels=small, kernels=(rng.choice((1, 3, 5)),), seed=seed)
+        return cls(channels=small, kernels=(rng.choice((1, 3, 5)),), seed=seed, **block)
     if op == "inception":
-        return cls(channels=small, seed=seed)
+        return cls(channels=small, seed=seed, **block)
     if op == "net2wider":
         return cls(seed=seed)
     if op == "net2deeper":
@@ -47,6 +55,7 @@ def random_mutation(
     ops: tuple[str, ...] = PRESERVING_OPS,
     attempts: int = 40,
     train_mode_exact: bool = True,
+    block_options: dict | None = None,
 ) -> PassResult:
     """Apply one random preserving pass; the result's ``applied`` line replays it.
 
@@ -58,7 +67,7 @@ def random_mutation(
     for _ in range(attempts):
         op = rng.choice(ops)
         # A vector-only graph (an MLP) admits 1×1 blocks only; draw until one applies.
-        pass_ = draw_pass(op, graph, rng, train_mode_exact)
+        pass_ = draw_pass(op, graph, rng, train_mode_exact, block_options)
         try:
             result = pass_(graph, store)
         except PassError as err:

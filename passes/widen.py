@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from evoir.errors import PassError
@@ -10,7 +10,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
-from .r2r import auto_channels, check_block_options, widen_residual
+from .r2r import INIT_HELP, SCALE_HELP, Init, Scale, auto_channels, check_block_options, widen_residual
 from .rewrite import Rewriter
 from .topology import residual_adds
 
@@ -32,6 +32,8 @@ class Widen(Pass):
     channels: int | None = option(None, "hidden channels of the block, even (none: a quarter of the width)")
     kernel: int = option(3, "kernel size of W: 1, 3, 5 or 7")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
+    init: Init = option("pair", INIT_HELP)
+    scale: Scale = option("matched", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):
@@ -47,8 +49,10 @@ class Widen(Pass):
             at = rw.random.choice(candidates)
         channels = self.channels or auto_channels(graph.node(at).type.channels)
         try:
-            block = widen_residual(rw, graph, at, channels, (self.kernel,), self.sigma, "r2r")
+            block = widen_residual(
+                rw, graph, at, channels, (self.kernel,), self.sigma, "r2r", self.init, self.scale
+            )
         except PassError as err:
             raise self.refuse(str(err)) from None
-        applied = Widen(at=at, channels=channels, kernel=self.kernel, sigma=self.sigma, seed=self.seed)
+        applied = replace(self, at=at, channels=channels)
         return PassResult(rw.finish(), rw.added, True, applied, {"zero_blocks": [block.exit.id]})

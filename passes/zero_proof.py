@@ -9,7 +9,10 @@ The proof is by construction, not by sampling. Every node of the child gets a la
   per-channel parameters are equal across each pair, concatenations of such values);
 - ``Zero``: zero for every input (a conv/linear reading a ``Paired`` value whose columns
   are exactly ``β`` and ``−β`` across each pair, with no bias: the report's
-  ``[β −β] * σ([W; W] * x)``);
+  ``[β −β] * σ([W; W] * x)``; or a conv/linear whose weight is all zeros, with no bias,
+  whatever it reads: the zero fan-out of ``init=zero-out``);
+- ``Free``: a new value the proof claims nothing about (the hidden layer of a zero-out
+  block); it may only reach the parent's nodes through a zero;
 - anything else is unproven, with the reason.
 
 The child is proven when every node it shares with the parent has the same op, attributes and
@@ -44,11 +47,18 @@ class Zero:
 
 
 @dataclass(frozen=True)
+class Free:
+    """A new value with no claim; ``reason`` says why, should it reach an old node."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Unproven:
     reason: str
 
 
-Label = Same | Paired | Zero | Unproven
+Label = Same | Paired | Zero | Free | Unproven
 
 
 @dataclass
@@ -98,19 +108,16 @@ class _Prover:
             rest = [lab for lab in ins if not isinstance(lab, Same)]
             if all(isinstance(lab, Zero) for lab in rest) and len(same) <= 1:
                 return same[0] if same else Zero()
-            bad = next((lab for lab in rest if isinstance(lab, Unproven)), None)
-            return bad or Unproven(f"'{node.id}' adds values that are not provably zero")
+            return _unproven(rest) or Unproven(f"'{node.id}' adds values that are not provably zero")
         if op in ("conv2d", "linear"):
             return self.label_layer(node, ins[0])
         if op == "concat":
             pairs, offset = [], 0
             for i, lab in zip(node.inputs, ins, strict=True):
+                if isinstance(lab, Unproven):
+                    return lab
                 if not isinstance(lab, Paired):
-                    return (
-                        lab
-                        if isinstance(lab, Unproven)
-                        else Unproven(f"'{node.id}' concatenates unpaired '{i}'")
-                    )
+                    return Free(f"'{node.id}' concatenates unpaired '{i}'")
                 pairs += [(a + offset, b + offset) for a, b in lab.pairs]
                 offset += self.child.node(i).type.channels
             return Paired(tuple(pairs))
@@ -133,7 +140,7 @@ class _Prover:
                             f"'{node.id}' has {role} differing between paired channels {a} and {b}"
                         )
             return ins[0]
-        if isinstance(ins[0], Unproven) if ins else False:
+        if isinstance(ins[0], (Unproven, Free)) if ins else False:
             return ins[0]
         return Unproven(f"new node '{node.id}' ({op}) is not part of a zero block")
 
@@ -142,6 +149,10 @@ class _Prover:
         bias = self.t(node, "bias")
         attrs = self.child.attrs_of(node)
         grouped = getattr(attrs, "groups", 1) != 1
+        if not w.any() and (bias is None or not bias.any()):
+            # A zero weight with no bias is zero for every finite input, paired or not.
+            self.zero_blocks.append(node.id)
+            return Zero()
         if isinstance(inp, Paired) and not grouped:
             columns = {c for pair in inp.pairs for c in pair}
             if len(columns) == w.shape[1] and all(_equal(w[:, a], -w[:, b]) for a, b in inp.pairs):
@@ -156,7 +167,7 @@ class _Prover:
         if pairs and not grouped and all(_equal(w[a], w[b]) for a, b in pairs):
             if bias is None or all(_equal(bias[a], bias[b]) for a, b in pairs):
                 return Paired(pairs)
-        return Unproven(f"new layer '{node.id}' is neither a [W; W] pair nor a [β −β] projection")
+        return Free(f"new layer '{node.id}' is neither a [W; W] pair nor a [β −β] projection")
 
     def check_old(self, node: Node, before: Node) -> Label:
         if (node.op, dict(node.attrs), dict(node.params)) != (
@@ -169,12 +180,22 @@ class _Prover:
         same = [lab.value for lab in ins if isinstance(lab, Same)]
         extra = [lab for lab in ins if not isinstance(lab, Same)]
         if same != list(before.inputs):
-            bad = next((lab for lab in extra if isinstance(lab, Unproven)), None)
-            return bad or Unproven(f"node '{node.id}' reads different values than in the parent")
+            return _unproven(extra) or Unproven(f"node '{node.id}' reads different values than in the parent")
         if extra and not (node.op == "add" and all(isinstance(lab, Zero) for lab in extra)):
-            bad = next((lab for lab in extra if isinstance(lab, Unproven)), None)
-            return bad or Unproven(f"node '{node.id}' reads extra values that are not provably zero")
+            return _unproven(extra) or Unproven(
+                f"node '{node.id}' reads extra values that are not provably zero"
+            )
         return Same(node.id)
+
+
+def _unproven(labels: list[Label]) -> Unproven | None:
+    """The first gap among ``labels``: an unproven value, or a free one (with its reason)."""
+    for lab in labels:
+        if isinstance(lab, Unproven):
+            return lab
+        if isinstance(lab, Free):
+            return Unproven(lab.reason)
+    return None
 
 
 def prove(parent: Graph, child: Graph, tensors, parent_tensors=None) -> Proof:
@@ -199,7 +220,9 @@ def prove(parent: Graph, child: Graph, tensors, parent_tensors=None) -> Proof:
     for out in parent.output_nodes:
         label = prover.labels.get(out.id)
         if not isinstance(label, Same):
-            reasons.append(label.reason if isinstance(label, Unproven) else f"output '{out.id}' is missing")
+            reasons.append(
+                label.reason if isinstance(label, (Unproven, Free)) else f"output '{out.id}' is missing"
+            )
     changed = []
     reference = parent_tensors if parent_tensors is not None else tensors
     for tid in parent.tensor_ids():

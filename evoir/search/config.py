@@ -56,6 +56,13 @@ class SearchConfig(BaseModel):
     selection: Literal["topk", "coevolution"] = "topk"
     coevolution_decay: float = Field(0.0, ge=0, lt=1)
     ops: tuple[str, ...] = PRESERVING_OPS
+    init: Literal["pair", "zero-out"] | None = Field(
+        None, description="zero blocks' init for widen/deepen/inception (None: the passes' default)"
+    )
+    scale: Literal["matched", "he"] | None = Field(
+        None, description="zero blocks' weight scale (None: the passes' default)"
+    )
+    lr_rule: bool = Field(True, description="rescale a child's lr and weight decay by |θ_parent|/|θ_child|")
     era_max_blocks: int = Field(18, ge=1, le=18, description="cap on ERA's blocks per section")
     era_max_filters: int = Field(64, ge=1, le=64, description="cap on ERA's initial filters")
     merge: Literal["mean", "random"] = "mean"

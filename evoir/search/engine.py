@@ -151,10 +151,7 @@ class Search:
         """Add a member whose tensors are in ``self.store`` plus ``added`` (moved to the
         run's device); ``fields`` are the ``Member``'s (``id`` defaults to a fresh one)."""
         if added is not None:
-            moved = TensorStore()
-            for tid, t in added.items():
-                moved.add(tid, t.detach().to(self.device), buffer=not added.is_parameter(tid))
-            self.store.update(moved)
+            self.add_tensors(added)
         fields.setdefault("lr", self.config.lr)
         fields.setdefault("weight_decay", self.config.weight_decay)
         fields.setdefault("parent", None)
@@ -163,6 +160,23 @@ class Search:
         member = Member(id=fields.pop("id", None) or self.new_id(), graph=graph, **fields)
         self.members.append(member)
         return member
+
+    def host_store(self, graph: Graph) -> TensorStore:
+        """The tensors of ``graph`` as passes read them: the store itself on the CPU, else
+        CPU copies (passes build their new tensors on the CPU; ``add_tensors`` moves them)."""
+        if self.device.type == "cpu":
+            return self.store
+        view = TensorStore()
+        for tid in graph.tensor_ids():
+            view.add(tid, self.store[tid].detach().cpu(), buffer=not self.store.is_parameter(tid))
+        return view
+
+    def add_tensors(self, added: TensorStore) -> None:
+        """Merge a pass's new tensors into the store, on the run's device."""
+        moved = TensorStore()
+        for tid, t in added.items():
+            moved.add(tid, t.detach().to(self.device), buffer=not added.is_parameter(tid))
+        self.store.update(moved)
 
     def fork(self, graph: Graph) -> Graph:
         """``graph`` with a private copy of every tensor another member also uses, so that

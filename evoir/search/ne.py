@@ -55,11 +55,20 @@ class NESearch(Search):
         k = 0
         while len(self.members) < size:
             parent = self.rng.choice(self.members)
+            cfg = self.config
+            block = {k: v for k, v in (("init", cfg.init), ("scale", cfg.scale)) if v is not None}
             result = random_mutation(
-                parent.graph, self.store, self.rng, tau=self.config.tau, ops=self.config.ops
+                parent.graph,
+                self.host_store(parent.graph),
+                self.rng,
+                tau=cfg.tau,
+                ops=cfg.ops,
+                block_options=block,
             )
-            before, after = analyze(parent.graph).params, analyze(result.graph).params
-            lr, wd = rescale_hyperparameters(parent.lr, parent.weight_decay, before, after)
+            lr, wd = parent.lr, parent.weight_decay
+            if cfg.lr_rule:
+                before, after = analyze(parent.graph).params, analyze(result.graph).params
+                lr, wd = rescale_hyperparameters(lr, wd, before, after)
             k += 1
             self.evaluated += 1
             self.adopt(

@@ -1,0 +1,171 @@
+"""Growth studies: train a network, grow it by passes at a chosen step, keep training, and
+record the curves that the report's Figures 5–8 plot (validation and training accuracy
+against updates and against FLOPs spent).
+
+A ``GrowthRun`` is one network trained with the search's own loop (``Search.joint_train``:
+shared Adam, per-member learning rate, the seeded batch stream). ``grow`` rewrites it with
+passes exactly as a search mutation does: the child shares every parent tensor and its Adam
+moments, new tensors start with fresh moments, and the App. C.3 rule may rescale the learning
+rate. ``fork`` copies a run (tensors, moments, counters) so that several students can start
+from one teacher without touching each other, and see the same batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from evoir.analysis import analyze
+from evoir.graph import Graph
+from evoir.passes.base import Pass
+from evoir.passes.lr_rule import rescale_hyperparameters
+from evoir.store import TensorStore
+
+from .batches import BatchStream
+from .config import SearchConfig
+from .data import DataSet, Split
+from .engine import Search
+from .evaluate import evaluate
+
+
+@dataclass
+class Curve:
+    """Accuracy against updates, FLOPs spent on training and wall time."""
+
+    steps: list[int] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    flops: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+    def at_step(self, step: int) -> float:
+        """Validation accuracy at the last evaluation at or before ``step``."""
+        best = None
+        for s, a in zip(self.steps, self.val_acc, strict=True):
+            if s <= step:
+                best = a
+        if best is None:
+            raise ValueError(f"no evaluation at or before step {step}")
+        return best
+
+
+class GrowthRun:
+    """One network under training that can grow (see the module docstring)."""
+
+    def __init__(
+        self, graph: Graph, store: TensorStore, data: DataSet, config: SearchConfig, train_probe: int
+    ):
+        self.search = Search(config, data, Path("."))  # the folder is never written: no checkpoints
+        self.search.start(graph, store)
+        self.data = data
+        self.probe = Split(data.train.images[:train_probe], data.train.labels[:train_probe])
+        self.curve = Curve()
+        self.wall_s = 0.0
+        self.grown: list[str] = []
+
+    @property
+    def member(self):
+        return self.search.members[0]
+
+    @property
+    def steps(self) -> int:
+        return self.member.steps
+
+    def params(self) -> int:
+        return analyze(self.member.graph).params
+
+    def train(self, steps: int, eval_every: int, on_step=None) -> None:
+        """Train ``steps`` more steps, evaluating every ``eval_every`` (and at the start when
+        the curve is empty)."""
+        if not self.curve.steps:
+            self.record()
+        done = 0
+        while done < steps:
+            chunk = min(eval_every - self.steps % eval_every, steps - done)
+            if on_step is not None:
+                self.search.progress.on_step = on_step
+            started = time.perf_counter()
+            self.search.joint_train(chunk)
+            if self.search.device.type == "cuda":
+                torch.cuda.synchronize(self.search.device)
+            self.wall_s += time.perf_counter() - started
+            done += chunk
+            if self.steps % eval_every == 0 or done == steps:
+                self.record()
+
+    def record(self) -> None:
+        s = self.search
+        module = s.module(self.member)
+        val = evaluate(module, self.data, self.data.val, s.device, s.config.eval_batch_size)
+        train = evaluate(module, self.data, self.probe, s.device, s.config.eval_batch_size)
+        self.member.val_acc = val.accuracy
+        c = self.curve
+        if c.steps and c.steps[-1] == self.steps:  # re-evaluated after growth: keep the latest
+            for series in (c.steps, c.val_acc, c.train_acc, c.flops, c.wall_s, c.params):
+                series.pop()
+        c.steps.append(self.steps)
+        c.val_acc.append(val.accuracy)
+        c.train_acc.append(train.accuracy)
+        c.flops.append(float(s.flops_train))
+        c.wall_s.append(round(self.wall_s, 3))
+        c.params.append(self.params())
+
+    def grow(self, passes: list[Pass], lr_rule: bool = True, fresh_moments: bool = False) -> None:
+        """Apply ``passes`` in order, then continue as the child (a search mutation).
+
+        Args:
+            lr_rule: rescale the learning rate and weight decay by |θ_parent|/|θ_child|.
+            fresh_moments: drop the Adam moments of every tensor (default: inherited ones
+                are kept, as in a search, and only new tensors start at zero).
+        """
+        s = self.search
+        parent = self.member
+        graph = parent.graph
+        before = analyze(graph).params
+        for p in passes:
+            result = p(graph, s.host_store(graph))
+            s.add_tensors(result.added)
+            graph = result.graph
+            self.grown.append(result.applied.line())
+        lr, wd = parent.lr, parent.weight_decay
+        if lr_rule:
+            lr, wd = rescale_hyperparameters(lr, wd, before, analyze(graph).params)
+        child = s.adopt(graph, None, id=f"{parent.id}+", parent=parent.id, lr=lr, weight_decay=wd)
+        child.steps = parent.steps
+        s.keep_only([child])
+        if fresh_moments:
+            s.optimizer.state.clear()
+
+    def reseed_stream(self, seed: int) -> None:
+        """Draw batches from a new stream seeded with ``seed``."""
+        s, cfg = self.search, self.search.config
+        s.stream = BatchStream(s.data, s.data.train, cfg.batch_size, seed, cfg.augment, s.device)
+
+    def fork(self, stream_seed: int) -> GrowthRun:
+        """An independent copy (tensors, moments, counters, curve) that draws its batches from
+        a new stream seeded with ``stream_seed`` (students of one teacher see the same ones)."""
+        twin = copy.copy(self)
+        s = self.search
+        twin.search = copy.copy(s)
+        store = TensorStore()
+        for tid, t in s.store.items():
+            store.add(tid, t.detach().clone(), buffer=not s.store.is_parameter(tid))
+        twin.search.store = store
+        twin.search.modules = {}
+        twin.search.members = [copy.deepcopy(m) for m in s.members]
+        twin.search.optimizer = copy.deepcopy(s.optimizer)
+        twin.search.joint_rng = torch.Generator().manual_seed(0)
+        twin.search.correct = {}
+        twin.search.progress = copy.copy(s.progress)
+        twin.reseed_stream(stream_seed)
+        twin.curve = copy.deepcopy(self.curve)
+        twin.grown = list(self.grown)
+        return twin
