@@ -93,7 +93,10 @@ def main() -> None:
     parser.add_argument(
         "--no-base", action="store_true", help="skip the base network (it is the same for every NE variant)"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ensure_cifar(args.data_dir)
     config = SearchConfig(
         dataset="cifar10",
