@@ -161,14 +161,15 @@ class Search:
         self.members.append(member)
         return member
 
-    def host_store(self, graph: Graph) -> TensorStore:
-        """The tensors of ``graph`` as passes read them: the store itself on the CPU, else
-        CPU copies (passes build their new tensors on the CPU; ``add_tensors`` moves them)."""
+    def host_store(self) -> TensorStore:
+        """The store as passes read it: itself on the CPU, else a CPU copy of every tensor
+        (passes build new tensors on the CPU and draw fresh ids from the store they are
+        given, so it must hold every id; ``add_tensors`` moves what they add)."""
         if self.device.type == "cpu":
             return self.store
         view = TensorStore()
-        for tid in graph.tensor_ids():
-            view.add(tid, self.store[tid].detach().cpu(), buffer=not self.store.is_parameter(tid))
+        for tid, t in self.store.items():
+            view.add(tid, t.detach().cpu(), buffer=not self.store.is_parameter(tid))
         return view
 
     def add_tensors(self, added: TensorStore) -> None:

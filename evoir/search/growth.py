@@ -131,7 +131,7 @@ class GrowthRun:
         graph = parent.graph
         before = analyze(graph).params
         for p in passes:
-            result = p(graph, s.host_store(graph))
+            result = p(graph, s.host_store())
             s.add_tensors(result.added)
             graph = result.graph
             self.grown.append(result.applied.line())

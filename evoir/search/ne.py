@@ -59,7 +59,7 @@ class NESearch(Search):
             block = {k: v for k, v in (("init", cfg.init), ("scale", cfg.scale)) if v is not None}
             result = random_mutation(
                 parent.graph,
-                self.host_store(parent.graph),
+                self.host_store(),
                 self.rng,
                 tau=cfg.tau,
                 ops=cfg.ops,
