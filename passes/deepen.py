@@ -51,8 +51,8 @@ class Deepen(Pass):
     channels: int | None = option(None, "hidden channels of each block, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((3,), "one zero block per kernel size (1, 3, 5, 7; 1 for vectors)")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
-    init: Init = option("pair", INIT_HELP)
-    scale: Scale = option("matched", SCALE_HELP)
+    init: Init = option("zero-out", INIT_HELP)
+    scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):

@@ -33,8 +33,8 @@ class Inception(Pass):
     channels: int | None = option(None, "hidden channels per branch, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((1, 3, 5), "kernel size of each branch")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu)")
-    init: Init = option("pair", INIT_HELP)
-    scale: Scale = option("matched", SCALE_HELP)
+    init: Init = option("zero-out", INIT_HELP)
+    scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):

@@ -32,8 +32,8 @@ class Widen(Pass):
     channels: int | None = option(None, "hidden channels of the block, even (none: a quarter of the width)")
     kernel: int = option(3, "kernel size of W: 1, 3, 5 or 7")
     sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
-    init: Init = option("pair", INIT_HELP)
-    scale: Scale = option("matched", SCALE_HELP)
+    init: Init = option("zero-out", INIT_HELP)
+    scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
 
     def __post_init__(self):

@@ -92,7 +92,10 @@ def _files(tmp_path):
     "args, needle",
     [
         (["--op", "widen", "--channels", "3"], "channels must be even"),
-        (["--op", "widen", "--set", "sigma=bn+layernorm"], "inter-channel dependencies"),
+        (
+            ["--op", "widen", "--set", "sigma=bn+layernorm", "--set", "init=pair"],
+            "inter-channel dependencies",
+        ),
         (["--op", "widen", "--at", "layer1.conv1"], "targets the add of a residual block"),
         (["--op", "widen", "--kernel", "4"], "kernel must be one of"),
         (["--op", "net2wider", "--kernel", "3"], "--kernel does not apply to net2wider"),

@@ -18,10 +18,13 @@ from evoir.templates import painter_base
 def test_pass_lines_round_trip():
     p = Deepen(at="layer1.out", channels=4, kernels=(1, 5), sigma="bn+gelu", seed=7)
     line = p.line()
-    assert line == "deepen{at=layer1.out,channels=4,kernels=[1,5],sigma=bn+gelu,seed=7}"
+    assert (
+        line == "deepen{at=layer1.out,channels=4,kernels=[1,5],sigma=bn+gelu,init=zero-out,scale=he,seed=7}"
+    )
     assert parse_pass(line) == p
     assert parse_pass("widen") == Widen()
     assert parse_pass("widen{kernel=5}") == Widen(kernel=5)
+    assert parse_pass("widen{init=pair,scale=matched}") == Widen(init="pair", scale="matched")
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,7 @@ def test_pass_lines_round_trip():
         ("widen{kernel=big}", "option 'kernel'"),
         ("widen{kernel}", "has no value"),
         ("widen{channels=3}", "channels must be even"),
+        ("widen{init=ones}", "option 'init': must be one of pair, zero-out"),
         ("widen{", "cannot parse pass line"),
     ],
 )
@@ -44,7 +48,15 @@ def test_registry_lists_the_passes_and_their_claims():
     passes = all_passes()
     assert {"widen", "deepen", "inception", "random-pad"} <= set(passes)
     assert passes["widen"].preserves_function and not passes["random-pad"].preserves_function
-    assert [o[0] for o in passes["widen"].options()] == ["at", "channels", "kernel", "sigma", "seed"]
+    assert [o[0] for o in passes["widen"].options()] == [
+        "at",
+        "channels",
+        "kernel",
+        "sigma",
+        "init",
+        "scale",
+        "seed",
+    ]
 
 
 def test_a_pass_never_mutates_its_input_graph():
@@ -81,7 +93,10 @@ def test_manager_errors_name_the_pass_and_its_history():
         PassManager(["widen{at=layer1.add}", "widen{at=layer1.conv1}"]).run(graph, store)
     message = str(info.value)
     assert message.startswith("pass 2 of 2 (widen{at=layer1.conv1,")
-    assert "failed after [widen{at=layer1.add,channels=2,kernel=3,sigma=none,seed=0}]" in message
+    assert (
+        "failed after [widen{at=layer1.add,channels=2,kernel=3,sigma=none,init=zero-out,scale=he,seed=0}]"
+        in message
+    )
     assert "targets the add of a residual block" in message
 
 

@@ -18,7 +18,7 @@ from .conftest import VERIFIED
 def test_widen_adds_a_zero_block_without_touching_the_parent():
     graph, store = resnet(depth=20, width=8)
     before = store.snapshot()
-    result = Widen(at="stage2.block1.add", channels=6, kernel=5, seed=1)(graph, store)
+    result = Widen(at="stage2.block1.add", channels=6, kernel=5, init="pair", seed=1)(graph, store)
     assert result.modified and VERIFIED[-1] == result.applied.line()
     add = result.graph.node("stage2.block1.add")
     assert len(add.inputs) == 3
@@ -40,7 +40,7 @@ def test_widen_adds_a_zero_block_without_touching_the_parent():
 
 def test_new_weights_match_the_variance_of_the_layer_they_join():
     graph, store = resnet(depth=20, width=16)
-    result = Widen(at="stage1.block2.add", channels=16, kernel=3, seed=0)(graph, store)
+    result = Widen(at="stage1.block2.add", channels=16, kernel=3, scale="matched", seed=0)(graph, store)
     w_node = next(n for n in result.graph.nodes if n.id.endswith(".k3.w"))
     new_std = result.added[w_node.params["weight"]].std().item()
     ref_std = store["stage1.block2.1.conv.weight"].std().item()
@@ -89,9 +89,9 @@ def test_widen_and_deepen_chain_keeps_function_in_train_mode_with_custom_sigma()
     [
         (lambda: Widen(at="layer1.add", channels=3), "channels must be even"),
         (lambda: Widen(at="layer1.add", kernel=4), "kernel must be one of"),
-        (lambda: Widen(at="layer1.add", sigma="bn+layernorm"), "inter-channel dependencies"),
-        (lambda: Widen(at="layer1.add", sigma="softmax"), "inter-channel dependencies"),
-        (lambda: Widen(at="layer1.add", sigma="dropout"), "inter-channel dependencies"),
+        (lambda: Widen(at="layer1.add", sigma="bn+layernorm", init="pair"), "inter-channel dependencies"),
+        (lambda: Widen(at="layer1.add", sigma="softmax", init="pair"), "inter-channel dependencies"),
+        (lambda: Widen(at="layer1.add", sigma="dropout", init="pair"), "inter-channel dependencies"),
         (lambda: Widen(at="layer1.conv1"), "targets the add of a residual block"),
         (lambda: Widen(at="nowhere"), "no node with id 'nowhere'"),
         (lambda: Widen(at="layer1.add", sigma="conv3d"), "not an op of the IR"),

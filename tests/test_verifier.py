@@ -17,7 +17,7 @@ from evoir.templates import painter_base
 
 def widened():
     graph, store = painter_base(width=8)
-    result = Widen(at="layer2.add", channels=4, seed=1)(graph, store)
+    result = Widen(at="layer2.add", channels=4, init="pair", seed=1)(graph, store)
     return graph, store, result
 
 
