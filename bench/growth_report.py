@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAST = 4  # evaluations averaged for the end-of-run accuracy
+# The students of the report's Figures 6 and 8, with the default zero block and the report's.
+MAIN_STUDENTS = ("r2r:zero-out:he", "r2r:pair:matched", "net2net", "random-pad", "scratch", "teacher")
 
 
 def mean_std(values: list[float]) -> str:
@@ -140,28 +142,43 @@ def plots(students: dict, timing: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for op, by_seed in students.items():
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-        methods = []
+        methods: list[str] = []
         for runs in by_seed.values():
             methods += [m for m in runs if m not in methods]
-        for m in methods:
-            curves = [runs[m] for runs in by_seed.values() if m in runs]
-            n = min(len(c["steps"]) for c in curves)
-            x = np.array(curves[0]["steps"][:n]) - curves[0]["steps"][0]
-            for ax, key in zip(axes, ("train_acc", "val_acc"), strict=True):
-                y = np.array([c[key][:n] for c in curves])
-                style = "--" if m == "teacher" else "-"
-                ax.plot(x, y.mean(0), style, label=f"{m} (n={len(curves)})")
-                ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.12)
-        for ax, title in zip(axes, ("training set (5,000-example probe)", "validation set"), strict=True):
-            ax.set_xlabel("student updates")
-            ax.set_ylabel("accuracy")
-            ax.set_title(f"{op} students: {title}")
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
+        main = [m for m in MAIN_STUDENTS if m in methods]
+        variants = [m for m in methods if m.startswith("r2r:") or m == "random-pad"]
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+        for row, chosen in enumerate((main, variants)):
+            for m in chosen:
+                curves = [runs[m] for runs in by_seed.values() if m in runs]
+                n = min(len(c["steps"]) for c in curves)
+                x = np.array(curves[0]["steps"][:n]) - curves[0]["steps"][0]
+                for ax, key in zip(axes[row], ("train_acc", "val_acc"), strict=True):
+                    y = np.array([c[key][:n] for c in curves])
+                    style = "--" if m in ("teacher", "random-pad") else "-"
+                    ax.plot(x, y.mean(0), style, label=f"{m} (n={len(curves)})")
+                    if row == 0:
+                        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.12)
+        for row, what in enumerate(("the report's students", "zero-block options (zoomed)")):
+            for ax, title in zip(axes[row], ("training set (5,000-example probe)", "validation set"), strict=True):
+                ax.set_xlabel("student updates")
+                ax.set_ylabel("accuracy")
+                ax.set_title(f"{op}, {what}: {title}", fontsize=9)
+                ax.grid(alpha=0.3)
+            axes[row][1].legend(fontsize=7)
+        lows = [
+            v
+            for m in variants
+            for runs in by_seed.values()
+            if m in runs
+            for v in runs[m]["val_acc"][2:] + runs[m]["train_acc"][2:]
+        ]
+        if lows:
+            for ax in axes[1]:
+                ax.set_ylim(float(np.percentile(lows, 2)) - 0.01, max(lows) + 0.01)
         path = folder / f"students-{op}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     for op, by_at in timing.items():
