@@ -50,7 +50,9 @@ class Deepen(Pass):
     at: str | None = option(None, "node id after which to deepen (none: a random one)")
     channels: int | None = option(None, "hidden channels of each block, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((3,), "one zero block per kernel size (1, 3, 5, 7; 1 for vectors)")
-    sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
+    sigma: str | None = option(
+        None, "σ, ops joined by +, channel-wise for init=pair (none: bn+relu, relu for vectors)"
+    )
     init: Init = option("zero-out", INIT_HELP)
     scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")

@@ -32,7 +32,7 @@ class Inception(Pass):
     at: str | None = option(None, "node id of the residual add (none: a random one)")
     channels: int | None = option(None, "hidden channels per branch, even (none: a quarter of the width)")
     kernels: tuple[int, ...] = option((1, 3, 5), "kernel size of each branch")
-    sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu)")
+    sigma: str | None = option(None, "σ, ops joined by +, channel-wise for init=pair (none: bn+relu)")
     init: Init = option("zero-out", INIT_HELP)
     scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")

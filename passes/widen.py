@@ -31,7 +31,9 @@ class Widen(Pass):
     at: str | None = option(None, "node id of the residual add (none: a random one)")
     channels: int | None = option(None, "hidden channels of the block, even (none: a quarter of the width)")
     kernel: int = option(3, "kernel size of W: 1, 3, 5 or 7")
-    sigma: str | None = option(None, "channel-wise σ, ops joined by + (none: bn+relu, relu for vectors)")
+    sigma: str | None = option(
+        None, "σ, ops joined by +, channel-wise for init=pair (none: bn+relu, relu for vectors)"
+    )
     init: Init = option("zero-out", INIT_HELP)
     scale: Scale = option("he", SCALE_HELP)
     seed: int = option(0, "seed for target choice and the new weights")
