@@ -18,10 +18,11 @@ from .topology import residual_adds
 @register_pass
 @dataclass(frozen=True)
 class Inception(Pass):
-    """x + F(x) → x + F(x) + [β₁ −β₁ … βₙ −βₙ] * concat(σ([W₁;W₁] * x), …, σ([Wₙ;Wₙ] * x)).
+    """x + F(x) → x + F(x) + β * concat(σ(W₁ * x), …, σ(Wₙ * x)).
 
     Parallel R2R branches, one per kernel size, concatenated and projected back by one 1×1
-    convolution whose columns pair up as β_k/−β_k, so the module is zero for every x.
+    convolution that is zero (``init=zero-out``) or whose columns pair up as β_k/−β_k over
+    paired W_k halves (``init=pair``), so the module is zero for every x.
     """
 
     name: ClassVar[str] = "inception"

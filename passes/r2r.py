@@ -1,13 +1,18 @@
-"""R2R zero blocks (Painter's report §3.1): z(x) = [β −β] * σ([W; W] * x) = 0 for every x.
+"""R2R zero blocks: z(x) = 0 for every x, in one of two forms (option ``init``).
+
+``zero-out``: z(x) = β * σ(W * x) with β = 0 and every hidden channel of W drawn on its own
+(the default; measured to learn faster than the report's form, see bench/growth_cifar.py).
+
+``pair`` (Painter's report §3.1): z(x) = [β −β] * σ([W; W] * x).
 
 Both halves of the hidden layer see identical inputs through identical filters, so a
 channel-wise σ (BN included, in train and eval mode alike: both halves have equal batch
 statistics) gives identical activations, and the paired β/−β projection cancels them. W and
-β are free parameters: they are drawn to match the variance of the layers the block joins
-(App. C.3), never zero, so that the block can learn as soon as training resumes.
+β are free parameters, never zero (option ``scale``: He, or the variance of the layers the
+block joins, App. C.3), so every new tensor gets a gradient on the first step.
 
 Several kernels make an Inception-style block (the proposal's Fig. 1): one hidden branch per
-kernel, concatenated, projected back by one 1×1 conv whose columns pair up as β_k/−β_k.
+kernel, concatenated, projected back by one 1×1 conv (zero, or pairing up as β_k/−β_k).
 """
 
 from __future__ import annotations

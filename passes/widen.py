@@ -18,11 +18,12 @@ from .topology import residual_adds
 @register_pass
 @dataclass(frozen=True)
 class Widen(Pass):
-    """x + F(x) → x + F(x) + z(x) with z(x) = [β −β] * σ([W; W] * x).
+    """x + F(x) → x + F(x) + z(x) with z a zero block: β * σ(W * x) with β = 0
+    (``init=zero-out``) or [β −β] * σ([W; W] * x) (``init=pair``, report §3.2).
 
     No existing tensor is touched: the child shares every parent tensor by id. Refuses odd
-    channel counts, kernels outside 1/3/5/7, a σ that mixes channels, and targets that are
-    not the sum of a residual block.
+    channel counts, kernels outside 1/3/5/7, a paired block's σ that mixes channels, and
+    targets that are not the sum of a residual block.
     """
 
     name: ClassVar[str] = "widen"
