@@ -8,7 +8,8 @@ student is trained ``--student-steps`` more from it, on the same batches:
   - r2r:INIT:SCALE[:nolr][:fresh]: R2WiderR / R2DeeperR with the zero block's ``init`` and
     ``scale`` options (``nolr``: without the App. C.3 learning-rate rule; ``fresh``: every
     Adam moment reset at the growth, as a new ``evoir train`` would);
-  - net2net: Net2WiderNet / Net2DeeperNet to the same architecture size;
+  - net2net: Net2WiderNet / Net2DeeperNet to the same architecture size (widen:
+    ``net2net:split:U`` splits each replica pair's outgoing weights unevenly, see the pass);
   - random-pad: the same architecture as r2r with random new weights (the report's baseline);
   - scratch: the student architecture, every weight random, trained from step 0;
   - teacher: the teacher trained on, not grown (the dashed line of Figure 6).
@@ -77,7 +78,8 @@ def growth_passes(op: str, graph, method: str, seed: int) -> list[Pass]:
             ]
         if kind == "net2net":
             convs = [a.replace(".add", ".conv1") for a in adds]
-            return [Net2Wider(at=c, width=2 * width, seed=seed + i) for i, c in enumerate(convs)]
+            split = float(parts[2]) if len(parts) > 2 and parts[1] == "split" else 0.0
+            return [Net2Wider(at=c, width=2 * width, split=split, seed=seed + i) for i, c in enumerate(convs)]
         return [
             RandomPad(like="widen", at=a, channels=width, kernel=3, seed=seed + i) for i, a in enumerate(adds)
         ]

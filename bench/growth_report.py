@@ -160,7 +160,9 @@ def plots(students: dict, timing: dict, folder: Path) -> list[Path]:
                     if row == 0:
                         ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.12)
         for row, what in enumerate(("the report's students", "zero-block options (zoomed)")):
-            for ax, title in zip(axes[row], ("training set (5,000-example probe)", "validation set"), strict=True):
+            for ax, title in zip(
+                axes[row], ("training set (5,000-example probe)", "validation set"), strict=True
+            ):
                 ax.set_xlabel("student updates")
                 ax.set_ylabel("accuracy")
                 ax.set_title(f"{op}, {what}: {title}", fontsize=9)

@@ -14,6 +14,7 @@ traces the tie back to every conv/linear that feeds it and widens that whole gro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -212,6 +213,11 @@ class Net2Wider(Pass):
         0.0,
         "std of noise on the replicated incoming weights, relative to their std (> 0 changes the function)",
     )
+    split: float = option(
+        0.0,
+        "in [0, 1): split a pair of replicas' outgoing weights as a·(½+u) and a·(½−u), "
+        "u ~ U[0, split), keeping the function exactly while breaking their symmetry",
+    )
     seed: int = option(0, "seed for the target choice, the channel map and the noise")
 
     def __post_init__(self):
@@ -219,6 +225,8 @@ class Net2Wider(Pass):
             raise PassError(f"{self.line()}: width must be positive, got {self.width}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise PassError(f"{self.line()}: noise must be a finite number ≥ 0, got {self.noise}")
+        if not 0 <= self.split < 1:
+            raise PassError(f"{self.line()}: split must be in [0, 1), got {self.split}")
 
     @property
     def preserves(self) -> bool:
@@ -249,7 +257,7 @@ class Net2Wider(Pass):
                 why = f" (e.g. {reasons[0]})" if reasons else ""
                 raise self.refuse(f"no conv2d or linear layer of the graph can be widened{why}")
         g = self._widen(rw, graph, plan, width)
-        applied = Net2Wider(at=plan.target, width=width, group=self.group, noise=self.noise, seed=self.seed)
+        applied = dataclasses.replace(self, at=plan.target, width=width)
         notes = {
             "group": list(plan.producers),
             "consumers": list(plan.consumers),
@@ -316,6 +324,8 @@ class Net2Wider(Pass):
                         counts = replica_counts(cols, old * m_in).to(w.dtype)
                         shape = (1, -1) + (1,) * (w.dim() - 2)
                         w = w[:, cols] / counts.view(shape)
+                        if self.split > 0:
+                            w = self._split(rw, w, cols, old * m_in)
                     w = w.clone()
                     if m_out is not None and self.noise > 0:
                         w[old * m_out :] += self._noise(rw, weight, w[old * m_out :].shape)
@@ -331,7 +341,26 @@ class Net2Wider(Pass):
                 rw.replace(rw.replace_tensors(node, tensors, attrs))
         return g
 
-    def _noise(self, rw: Rewriter, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    def _split(self, rw: Rewriter, w: torch.Tensor, cols: torch.Tensor, sources: int) -> torch.Tensor:
+        """``w`` (a consumer's weight, replicas' columns already divided) with the outgoing
+        weights a of each unit copied exactly twice split unevenly: a·(½ + u) and the rest,
+        u ~ U[0, split). The rest is a − a·(½ + u), exact in floating point (Sterbenz: the
+        subtrahend lies within [a/2, 2a]), so the two columns still sum to a bit for bit and
+        the function is kept; their gradients differ, which breaks the replicas' symmetry.
+        Units with one copy or three or more keep the even division."""
+        counts = torch.bincount(cols, minlength=sources)
+        out = w.clone()
+        for source in torch.nonzero(counts == 2).flatten().tolist():
+            j, k = torch.nonzero(cols == source).flatten().tolist()
+            total = w[:, j] + w[:, k]  # exact: each half of the original column
+            u = torch.rand(total.shape, generator=rw.generator, dtype=torch.float64) * self.split
+            first = (total.double() * (0.5 + u)).to(w.dtype)
+            out[:, j], out[:, k] = first, total - first
+        return out
+
+    def _noise(
+        self, rw: Rewriter, weight: torch.Tensor, shape: torch.Size, scale: float | None = None
+    ) -> torch.Tensor:
         std = float(weight.std()) if weight.numel() > 1 else float(weight.abs().mean())
         draw = torch.randn(shape, generator=rw.generator, dtype=torch.float64)
         return (draw * self.noise * std).to(weight.dtype)

@@ -237,7 +237,16 @@ def test_tie_refusal_with_group_false_names_the_tie():
         Net2Wider(at="conv", group=False)(graph, store)
 
 
-@pytest.mark.parametrize("line", ["net2wider{width=0}", "net2wider{noise=-1}", "net2wider{noise=nan}"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "net2wider{width=0}",
+        "net2wider{noise=-1}",
+        "net2wider{noise=nan}",
+        "net2wider{split=1}",
+        "net2wider{split=-0.1}",
+    ],
+)
 def test_bad_options_refused(line):
     with pytest.raises(PassError):
         parse_pass(line)
@@ -255,6 +264,27 @@ def test_noise_breaks_symmetry_and_the_function():
     g = result.notes["channel_map"]
     assert not any(torch.equal(new[j], old[g[j]]) for j in range(8, 10))
     assert max_diff(graph, result.graph, store64, view, train=False) > 1e-6
+
+
+def test_split_breaks_the_replicas_symmetry_and_keeps_the_function():
+    graph, store = painter_base(width=8)
+    pass_ = Net2Wider(at="layer1.conv1", width=16, split=0.5)
+    assert pass_.preserves and pass_.preserves_in_train_mode
+    result, store64 = widen(pass_, graph, store)
+    assert_preserved(graph, store64, result)
+    g = result.notes["channel_map"]
+    consumer = result.store_view(store64)[result.graph.node("layer1.conv2").params["weight"]]
+    old = store64["layer1.conv2.weight"]
+    for j in range(8, 16):  # each new unit j is the second copy of unit g[j]
+        src = int(g[j])
+        assert not torch.equal(consumer[:, src], consumer[:, j])  # the pair's weights differ
+        assert torch.equal(consumer[:, src] + consumer[:, j], old[:, src])  # and sum exactly
+    # float32 sums stay exact too: the split is exact in the weights' own precision
+    result32 = pass_(graph, store)
+    w32 = result32.store_view(store)[result32.graph.node("layer1.conv2").params["weight"]]
+    g32 = result32.notes["channel_map"]
+    old32 = store["layer1.conv2.weight"]
+    assert all(torch.equal(w32[:, int(g32[j])] + w32[:, j], old32[:, int(g32[j])]) for j in range(8, 16))
 
 
 @pytest.mark.parametrize("pass_", [Net2Wider(at="stage2.block2.2.conv", width=23, seed=4), Net2Wider(seed=7)])
