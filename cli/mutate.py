@@ -12,9 +12,10 @@ import click
 
 from evoir.analysis import count_params
 from evoir.errors import EvoirError
+from evoir.graph import Graph
 from evoir.modelfile import save_model
 from evoir.passes import all_passes, get_pass
-from evoir.passes.base import parse_value
+from evoir.passes.base import parse_pass, parse_value
 from evoir.passes.random_mutation import PRESERVING_OPS, random_mutation
 
 from .common import check_output, fail_check, human, load, model_argument, samples_option
@@ -159,7 +160,9 @@ def verify_cmd(parent, child, as_json, samples, seed, tol, tol32, eval_only):
     """Check that B computes the same function as A.
 
     Runs both on seeded inputs in eval and train mode, float64 and float32, and tries to
-    prove the equivalence structurally (R2R zero blocks, untouched parent tensors).
+    prove the equivalence structurally (R2R zero blocks, untouched parent tensors). When B's
+    lineage shows a pass since A that keeps the function in eval mode only (net2deeper with
+    BN), only eval mode is checked, and the output says so.
     Exit 0: same function; 1: different (the worst difference and where); 2: bad input.
 
     \b
@@ -170,6 +173,13 @@ def verify_cmd(parent, child, as_json, samples, seed, tol, tol32, eval_only):
     from evoir.backends.verify import verify
 
     a, b = load(parent), load(child)
+    eval_only_pass = _eval_only_pass(a.graph, b.graph)
+    if eval_only_pass is not None and not eval_only:
+        eval_only = True
+        if not as_json:
+            click.echo(
+                f"checking eval mode only: B's lineage has {eval_only_pass}, which keeps the function in eval mode only"
+            )
     result = verify(
         a.graph,
         a.store,
@@ -191,6 +201,23 @@ def verify_cmd(parent, child, as_json, samples, seed, tol, tol32, eval_only):
                 f"  {mark} {d.mode:5s} {d.dtype}  {d.output}: max abs {d.max_abs:.3e}, max rel {d.max_rel:.3e}"
             )
     raise SystemExit(0 if result.ok else 1)
+
+
+def _eval_only_pass(a: Graph, b: Graph) -> str | None:
+    """The first pass since A in B's lineage that preserves the function in eval mode only
+    (``net2deeper{bn=true}``), or None; None too when B does not descend from A by lineage or
+    a line does not parse (then both modes are checked, as asked)."""
+    la, lb = list(a.metadata.get("lineage", ())), list(b.metadata.get("lineage", ()))
+    if lb[: len(la)] != la:
+        return None
+    for line in lb[len(la) :]:
+        try:
+            p = parse_pass(line)
+        except EvoirError:
+            return None
+        if p.preserves and not p.preserves_in_train_mode:
+            return line
+    return None
 
 
 verify_cmd.name = "verify"

@@ -50,8 +50,13 @@ def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digi
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the JSON and heat-map."
 )
+@click.option(
+    "--budget",
+    "time_budget",
+    help="Stop after this long (e.g. 30m): training stops at the next step and the budgets every network reached are reported.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing rank_correlation.json.")
-def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, **training):
+def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, time_budget, **training):
     """Train each network alone and rank them after every step budget.
 
     Each network is trained from the weights in its file (the same batches for all), and its
@@ -67,13 +72,15 @@ def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, *
       evoir rank-correlation narrow.json wide.json --era basic,0-3-3-3,16,2,16 \\
           --dataset cifar10 --data-dir data --budgets 700,1400,2800 --out runs/rank
     """
-    from evoir.search.config import SearchConfig
+    from evoir.search.config import SearchConfig, parse_budget
     from evoir.search.data import load_dataset
     from evoir.search.era_space import build, parse_genome
     from evoir.search.fidelity import accuracy_by_budget, check_budgets, heatmap, spearman_matrix
     from evoir.search.start import initial_network
+    from evoir.search.stop import Deadline, exit_status, stop_on_signals
 
     budgets = check_budgets(budgets)
+    deadline = Deadline(parse_budget(time_budget))
     for path in models:
         if path.suffix != ".json":
             raise EvoirError(f"{path}: expected a MODEL.json file")
@@ -89,17 +96,26 @@ def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, *
     networks = [initial_network(str(p), data, config.seed) for p in models]  # checks they fit the data
     networks += [build(g, data.input_shape, data.classes, config.seed) for g in genomes]
 
-    with steps_progress() as progress:
+    with stop_on_signals(deadline) as received, steps_progress() as progress:
         task = progress.add_task("training", total=len(networks) * budgets[-1])
         acc = accuracy_by_budget(
-            networks, data, budgets, config, split, on_step=lambda n: progress.advance(task, n)
+            networks, data, budgets, config, split, lambda n: progress.advance(task, n), deadline
         )
-    rho = spearman_matrix(acc)
+    reached = [i for i, row in enumerate(acc) if not any(math.isnan(v) for v in row)]
+    if deadline.reason is not None:
+        click.echo(
+            f"stopped ({deadline.reason}): every network reached "
+            + (", ".join(str(budgets[i]) for i in reached) or "no budget")
+            + "; the table shows n/a where a network did not get there"
+        )
+    rho = spearman_matrix([acc[i] for i in reached]) if reached else []
+    shown = [budgets[i] for i in reached]
 
     click.echo(f"{split} accuracy after each budget (training steps)")
     click.echo(_table("model", budgets, [(name, [row[m] for row in acc]) for m, name in enumerate(names)], 4))
-    click.echo("\nSpearman rank correlation between budgets")
-    click.echo(_table("steps", budgets, [(str(b), row) for b, row in zip(budgets, rho, strict=True)], 2))
+    if rho:
+        click.echo("\nSpearman rank correlation between budgets")
+        click.echo(_table("steps", shown, [(str(b), row) for b, row in zip(shown, rho, strict=True)], 2))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         report = {
@@ -107,9 +123,18 @@ def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, *
             "split": split,
             "budgets": budgets,
             "training": {**training, "seed": config.seed},
-            "models": [{"name": n, "accuracy": [row[m] for row in acc]} for m, n in enumerate(names)],
+            "models": [
+                {"name": n, "accuracy": [None if math.isnan(row[m]) else row[m] for row in acc]}
+                for m, n in enumerate(names)
+            ],
+            "spearman_budgets": shown,
             "spearman": [[None if math.isnan(v) else v for v in row] for row in rho],
+            "stopped": deadline.reason,
         }
         atomic_write_text(target, json.dumps(report, indent=1) + "\n")
-        heatmap(rho, budgets, out / "rank_correlation.png")
-        click.echo(f"wrote {target} and {out / 'rank_correlation.png'}")
+        if rho:
+            heatmap(rho, shown, out / "rank_correlation.png")
+        click.echo(f"wrote {target}" + (f" and {out / 'rank_correlation.png'}" if rho else ""))
+    status = exit_status(received)
+    if status is not None:
+        raise SystemExit(status)

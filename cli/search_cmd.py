@@ -136,7 +136,11 @@ def _data(config):
     help="speciation: σ of the noise each re-seeded network gets, relative to each tensor's RMS.",
 )
 @training_options
-@click.option("--budget", help="Stop after this long (e.g. 90s, 30m, 2h) and report.")
+@click.option(
+    "--budget",
+    help="Stop after this long (e.g. 90s, 30m, 2h): training stops at the next step and the report is "
+    "written. With --resume, the budget of the continued run (counted from the resume).",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (required unless --resume)."
 )
@@ -179,7 +183,7 @@ def search_cmd(out, resume, force, budget, **options):
       evoir search --resume runs/ne
     """
     from evoir.search.config import SearchConfig, parse_budget
-    from evoir.search.report import finalize
+    from evoir.search.lock import RunLock, holder
     from evoir.search.start import initial_network
     from evoir.search.strategies import strategy_class
 
@@ -189,11 +193,20 @@ def search_cmd(out, resume, force, budget, **options):
         folder = resume
         if not (folder / "config.json").exists():
             raise EvoirError(f"{folder}: not a run folder (no config.json)")
-        from evoir.search.checkpoint import read
+        lock = RunLock(folder)
+        lock.acquire()
+        try:
+            from evoir.search.checkpoint import read
 
-        state, _ = read(folder)
-        config = SearchConfig.model_validate(state["config"])
-        search = strategy_class(config.strategy).resume(folder, _data(config))
+            state, _ = read(folder)
+            # A resumed run gets the new --budget, counted from now, or none.
+            state["config"]["budget_s"] = parse_budget(budget)
+            config = SearchConfig.model_validate(state["config"])
+            search = strategy_class(config.strategy).resume(folder, _data(config))
+            search.config = config
+        except BaseException:
+            lock.release()
+            raise
         click.echo(f"resuming {folder} after generation {search.generation}")
     else:
         if out is None:
@@ -204,6 +217,12 @@ def search_cmd(out, resume, force, budget, **options):
             first = err.errors()[0]
             raise EvoirError(first["msg"].removeprefix("Value error, ")) from None
         if out.exists() and any(out.iterdir()):
+            other = holder(out)
+            if other is not None:
+                raise EvoirError(
+                    f"{out} is being written by process {other['pid']} on {other['host']} "
+                    f"(since {other.get('started', '?')}); wait for it to end or stop it"
+                )
             if not force:
                 raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
         data = _data(config)  # fail on missing data before touching the folder
@@ -212,38 +231,64 @@ def search_cmd(out, resume, force, budget, **options):
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
+        lock = RunLock(out)
+        lock.acquire()
         atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
         folder = out
         search = strategy_class(config.strategy)(config, data, folder)
         if initial is not None:
             search.start(*initial)
+    try:
+        status = _run_and_report(search, folder)
+    finally:
+        lock.release()
+    if status is not None:
+        raise SystemExit(status)
+
+
+def _run_and_report(search, folder: Path) -> int | None:
+    """Run with progress, then write the report; a signal or the budget stops the run at
+    the next step and the report speaks of the members as they are. Returns the exit status
+    a signal asks for (130, 143), else None."""
+    from evoir.search.report import finalize
+    from evoir.search.stop import exit_status, stop_on_signals
+
     total, done = search.total_steps(), search.steps_trained
-    with steps_progress(show_best=True) as progress:
-        task = progress.add_task("generation 0", total=total, completed=done, best="-")
+    with stop_on_signals(search) as received:
+        with steps_progress(show_best=True) as progress:
+            task = progress.add_task("generation 0", total=total, completed=done, best="-")
 
-        def on_generation(record: dict) -> None:
-            progress.update(
-                task,
-                description=f"generation {record['generation'] + 1}",
-                best=f"{record['best_val_acc']:.4f}",
-            )
+            def on_generation(record: dict) -> None:
+                progress.update(
+                    task,
+                    description=f"generation {record['generation'] + 1}",
+                    best=f"{record['best_val_acc']:.4f}",
+                )
+                click.echo(
+                    f"gen {record['generation']:3d}: best {record['best']} val {record['best_val_acc']:.4f}, "
+                    f"mean {record['mean_val_acc']:.4f}, {record['members']} members, "
+                    f"store {record['store_bytes'] / 2**20:.2f} MiB, FLOPs {human(record['flops_train'] + record['flops_eval'])}, "
+                    f"{record['elapsed_s']:.0f}s"
+                )
+
+            search.progress.on_step = lambda n: progress.advance(task, n)
+            search.progress.on_generation = on_generation
+            search.run()
+        if search.stopped:
             click.echo(
-                f"gen {record['generation']:3d}: best {record['best']} val {record['best_val_acc']:.4f}, "
-                f"mean {record['mean_val_acc']:.4f}, {record['members']} members, "
-                f"store {record['store_bytes'] / 2**20:.2f} MiB, FLOPs {human(record['flops_train'] + record['flops_eval'])}, "
-                f"{record['elapsed_s']:.0f}s"
+                f"stopped ({search.stopped}) after {search.stopped_after_s:.1f}s in generation "
+                f"{search.generation + 1}; the checkpoint is generation {search.generation}'s: "
+                f"evoir search --resume {folder} continues it"
             )
-
-        search.progress.on_step = lambda n: progress.advance(task, n)
-        search.progress.on_generation = on_generation
-        search.run()
-    results = finalize(search)
+        results = finalize(search)
     click.echo(
         f"test accuracy: best single {results['best']['test_acc']:.4f}, ensemble {results['ensemble']['test_acc']:.4f}, "
         f"hierarchical {results['hierarchical']['test_acc']:.4f}"
         + (f", base {results['base']['test_acc']:.4f}" if "base" in results else "")
     )
-    click.echo(f"wrote {folder}/summary.md")
+    report_s = search.total_elapsed() - search.stopped_after_s if search.stopped else None
+    click.echo(f"wrote {folder}/summary.md" + (f" (the report took {report_s:.1f}s)" if report_s else ""))
+    return exit_status(received)
 
 
 @click.command("train")
@@ -258,9 +303,22 @@ def search_cmd(out, resume, force, budget, **options):
     type=click.Path(dir_okay=False, path_type=Path),
     help="Trained model (default: MODEL-trained.json).",
 )
+@click.option("--budget", help="Stop after this long (e.g. 90s, 30m) and write the model as it is.")
 @click.option("--force", is_flag=True)
 def train_cmd(
-    model_path, dataset, data_dir, steps, batch_size, lr, weight_decay, augment, seed, device, output, force
+    model_path,
+    dataset,
+    data_dir,
+    steps,
+    batch_size,
+    lr,
+    weight_decay,
+    augment,
+    seed,
+    device,
+    budget,
+    output,
+    force,
 ):
     """Train one network with the search's own loop (Adam, same batches): the baseline.
 
@@ -271,9 +329,11 @@ def train_cmd(
     import tempfile
 
     from evoir.modelfile import save_model
-    from evoir.search.config import SearchConfig
+    from evoir.search.config import SearchConfig, parse_budget
+    from evoir.search.engine import StopRequested
     from evoir.search.ne import NESearch
     from evoir.search.start import initial_network
+    from evoir.search.stop import exit_status, stop_on_signals
 
     output = check_output(output or model_path.with_name(f"{model_path.stem}-trained.json"), force)
     config = SearchConfig(
@@ -290,20 +350,28 @@ def train_cmd(
         generations=0,
         initial_steps=steps,
         steps=0,
+        budget_s=parse_budget(budget),
     )
     data = _data(config)
     graph, store = initial_network(str(model_path), data, seed)
     with tempfile.TemporaryDirectory() as tmp:
         search = NESearch(config, data, Path(tmp))
         search.start(graph, store)
-        with steps_progress(show_best=True) as progress:
-            task = progress.add_task("training", total=steps, best="-")
-            search.progress.on_step = lambda n: progress.advance(task, n)
-            search.joint_train(steps)
-        search.evaluate_members()
-    member = search.members[0]
-    save_model(output, member.graph, search.store)
-    click.echo(f"trained {steps} steps: validation accuracy {member.val_acc:.4f}; wrote {output}")
+        member = search.members[0]
+        with stop_on_signals(search) as received:
+            with steps_progress(show_best=True) as progress:
+                task = progress.add_task("training", total=steps, best="-")
+                search.progress.on_step = lambda n: progress.advance(task, n)
+                try:
+                    search.joint_train(steps)
+                except StopRequested as stop:
+                    click.echo(f"stopped ({stop}) after {member.steps} of {steps} steps")
+            search.evaluate_members()
+            save_model(output, member.graph, search.store)
+    click.echo(f"trained {member.steps} steps: validation accuracy {member.val_acc:.4f}; wrote {output}")
+    status = exit_status(received)
+    if status is not None:
+        raise SystemExit(status)
 
 
 @click.command("eval")

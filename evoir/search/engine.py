@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from evoir.analysis import analyze
 from evoir.backends.torch_fx import lower
+from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.modelfile import atomic_write_text
 from evoir.store import TensorStore
@@ -41,6 +42,10 @@ from .data import DataSet
 from .evaluate import Evaluation, evaluate
 from .optim import SharedAdam
 from .selection import coverage, select
+
+
+class StopRequested(Exception):
+    """Raised between two training steps when the budget is spent or a signal asked to stop."""
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Member:
     steps: int = 0
     genome: dict | None = None
     parents: list[str] | None = None  # every parent, for merges and crossover
+    dropped: str | None = None  # why training gave up on it (non-finite loss, out of memory)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -98,6 +104,8 @@ class Search:
     events_written: int = 0
     evaluated: int = 0  # candidates trained and evaluated so far (ids are numbered by it)
     steps_trained: int = 0  # training steps taken, over all members (for progress bars)
+    stopped: str | None = None  # why the last run() stopped early ("budget", "SIGINT", …), if it did
+    stopped_after_s: float = 0.0  # the run's time when it stopped, before the report's work
 
     def __post_init__(self):
         cfg = self.config
@@ -111,6 +119,9 @@ class Search:
         self.modules: dict[str, torch.nn.Module] = {}
         self.progress = Progress()
         self._started = time.monotonic()
+        self.stop_reason: str | None = None  # "budget" or a signal's name once asked to stop
+        self.deadline = None  # a stop.Deadline shared with other trainers, if any
+        self.dropped: list[dict] = []  # members dropped during the generation, for its events
 
     # ---- what a strategy provides -----------------------------------------------------------
     def initialize(self) -> None:
@@ -202,17 +213,40 @@ class Search:
     # ---- training and evaluation ----------------------------------------------------------
     def joint_train(self, steps: int, members: list[Member] | None = None) -> None:
         """Each step picks one of ``members`` (default: all) uniformly at random and takes one
-        Adam step on it (Painter's Algorithm 4; with one member, plain training)."""
+        Adam step on it (Painter's Algorithm 4; with one member, plain training).
+
+        Before every step the budget and stop requests are checked (``StopRequested``). A
+        member whose loss is not finite, or that runs out of memory, is dropped (``drop``)
+        and the others go on; when none is left the run stops with ``EvoirError``.
+        """
         cfg = self.config
-        members = self.members if members is None else members
+        members = list(self.members if members is None else members)
         cost = {m.id: 3 * analyze(m.graph).flops * cfg.batch_size for m in members}  # fwd + bwd ≈ 3 fwd
         params = {m.id: {tid: self.store[tid] for tid in m.graph.parameter_ids()} for m in members}
         for _ in range(steps):
+            if self.should_stop():
+                raise StopRequested(self.stop_reason)
+            if not members:
+                raise EvoirError(f"every member failed; the last: {self.dropped[-1]['dropped']}")
             member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
             module = self.module(member).train()
             x, y = self.stream.next()
-            loss = F.cross_entropy(module(x), y)
-            loss.backward()
+            try:
+                loss = F.cross_entropy(module(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at its step {member.steps + 1}")
+                loss.backward()
+            except (FloatingPointError, MemoryError, torch.OutOfMemoryError) as err:
+                for p in params[member.id].values():
+                    p.grad = None
+                why = (
+                    str(err)
+                    if isinstance(err, FloatingPointError)
+                    else f"out of memory at its step {member.steps + 1}"
+                )
+                self.drop(member, why)
+                members.remove(member)
+                continue
             self.optimizer.step(params[member.id], member.lr, member.weight_decay)
             for p in params[member.id].values():
                 p.grad = None
@@ -220,6 +254,30 @@ class Search:
             self.steps_trained += 1
             self.flops_train += cost[member.id]
             self.progress.on_step(1)
+        if not members and steps:
+            raise EvoirError(f"every member failed; the last: {self.dropped[-1]['dropped']}")
+
+    def drop(self, member: Member, why: str) -> None:
+        """Give up on ``member``: it leaves the population (its tensors go at the next
+        selection) and the generation's events record why."""
+        member.dropped = why
+        member.val_acc = 0.0
+        if member in self.members:
+            self.members.remove(member)
+        event = {"generation": self.generation + 1, "id": member.id, "parent": member.parent, "dropped": why}
+        self.dropped.append(event)
+
+    # ---- stopping --------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Stop before the next training step (a signal handler calls this)."""
+        self.stop_reason = reason
+
+    def should_stop(self) -> bool:
+        if self.stop_reason is None and self.out_of_budget():
+            self.stop_reason = "budget"
+        if self.stop_reason is None and self.deadline is not None:
+            self.stop_reason = self.deadline.check()
+        return self.stop_reason is not None
 
     def train_each(self, members: list[Member], steps: int) -> None:
         """Train every one of ``members`` on its own for ``steps`` steps."""
@@ -229,6 +287,8 @@ class Search:
     def evaluate_members(self, members: list[Member] | None = None) -> None:
         n = len(self.data.val)
         for m in self.members if members is None else members:
+            if m.dropped is not None:
+                continue
             ev = evaluate(self.module(m), self.data, self.data.val, self.device, self.config.eval_batch_size)
             self.correct[m.id] = ev.correct
             m.val_acc = ev.accuracy
@@ -263,22 +323,40 @@ class Search:
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        """Run (or continue) until all generations are done or the budget is spent."""
+        """Run (or continue) until all generations are done or the run is asked to stop.
+
+        A stop (budget or signal) takes effect before the next training step: the members
+        are evaluated as they are, for the report, and ``stopped`` says why. The checkpoint
+        stays the one written at the last generation boundary (one is written before the
+        initial training too), so ``resume`` re-runs the interrupted generation from its
+        start and, on the CPU, ends exactly as an uninterrupted run would.
+        """
         cfg = self.config
-        if self.generation < 0:
-            torch.manual_seed(cfg.seed * 1000)
-            self.initialize()
-            self.generation = 0
-            self.finish_generation(selected=[])
-        while self.generation < cfg.generations and not self.out_of_budget():
-            g = self.generation + 1
-            torch.manual_seed(cfg.seed * 1000 + g)  # any op using the global RNG replays on resume
-            selected = self.step(g)
-            self.generation = g
-            self.finish_generation(selected)
+        self.stopped = None
+        try:
+            if self.generation < 0:
+                if self.events_written == 0 and not (self.folder / checkpoint.JSON_NAME).exists():
+                    self.save_checkpoint()  # the start, so that a stop during N_i can resume
+                torch.manual_seed(cfg.seed * 1000)
+                self.initialize()
+                self.generation = 0
+                self.finish_generation(selected=[])
+            while self.generation < cfg.generations:
+                if self.should_stop():
+                    raise StopRequested(self.stop_reason)
+                g = self.generation + 1
+                torch.manual_seed(cfg.seed * 1000 + g)  # any op using the global RNG replays on resume
+                selected = self.step(g)
+                self.generation = g
+                self.finish_generation(selected)
+        except StopRequested:
+            self.stopped = self.stop_reason
+            self.stopped_after_s = self.total_elapsed()
+            self.evaluate_members()  # the report speaks of the members as they are now
 
     def out_of_budget(self) -> bool:
-        return self.config.budget_s is not None and self.total_elapsed() >= self.config.budget_s
+        """Whether this invocation has used up ``budget_s`` (a resumed run counts afresh)."""
+        return self.config.budget_s is not None and time.monotonic() - self._started >= self.config.budget_s
 
     def total_elapsed(self) -> float:
         return self.elapsed_s + (time.monotonic() - self._started)
@@ -306,7 +384,8 @@ class Search:
             "evaluated": self.evaluated,
         }
         self.history.append(record)
-        lines = []
+        lines = [json.dumps(event) for event in self.dropped]
+        self.dropped = []
         for m in self.members:
             a = analyze(m.graph)
             event = {

@@ -21,7 +21,7 @@ from evoir.store import TensorStore
 
 from .config import SearchConfig
 from .data import DataSet
-from .engine import Search
+from .engine import Search, StopRequested
 
 
 def check_budgets(budgets: Sequence[int]) -> list[int]:
@@ -41,27 +41,40 @@ def accuracy_by_budget(
     config: SearchConfig | None = None,
     split: str = "val",
     on_step: Callable[[int], None] = lambda n: None,
+    deadline=None,
 ) -> list[list[float]]:
     """``acc[i][m]``: the accuracy on ``split`` of ``models[m]`` after ``budgets[i]`` steps.
 
     Each model is trained alone from the weights it comes with (copied: the given stores are
     left as they are) by the search's own loop (``config``'s batch size, lr, weight decay,
-    augmentation, seed and device), first to the smallest budget, then on to the next. With
-    one seed for all, every model sees the same batches in the same order.
+    augmentation, seed and device); every model is taken to the smallest budget, then every
+    model on to the next. With one seed for all, every model sees the same batches in the
+    same order.
+
+    With a ``deadline`` (``evoir.search.stop.Deadline``) that fires, training stops at the next
+    step and every accuracy not reached is NaN.
     """
     budgets = check_budgets(budgets)
     config = config or SearchConfig()
-    acc = [[0.0] * len(models) for _ in budgets]
+    acc = [[math.nan] * len(models) for _ in budgets]
     with tempfile.TemporaryDirectory() as folder:  # a Search wants a run folder; nothing is written
-        for m, (graph, store) in enumerate(models):
+        trainers = []
+        for graph, store in models:
             trainer = Search(config, data, Path(folder))
+            trainer.deadline = deadline
             trainer.start(graph, store)
             trainer.progress.on_step = on_step
-            done = 0
+            trainers.append(trainer)
+        done = 0
+        try:
+            # Every network to each budget before any goes on, so a stop leaves whole rows.
             for i, budget in enumerate(budgets):
-                trainer.joint_train(budget - done)
+                for m, trainer in enumerate(trainers):
+                    trainer.joint_train(budget - done)
+                    acc[i][m] = trainer.evaluation_on(trainer.members[0], getattr(data, split)).accuracy
                 done = budget
-                acc[i][m] = trainer.evaluation_on(trainer.members[0], getattr(data, split)).accuracy
+        except StopRequested:
+            pass
     return acc
 
 

@@ -60,6 +60,8 @@ def finalize(search: Search) -> dict:
         "strategy": cfg.strategy,
         "candidates_evaluated": search.evaluated or len(search.correct),
         "elapsed_s": round(search.total_elapsed(), 1),
+        "stopped": search.stopped,
+        "dropped": [e for e in read_events(folder) if "dropped" in e],
     }
     base_path = folder / "base.json"
     if base_path.exists():
@@ -97,7 +99,7 @@ def finalize(search: Search) -> dict:
     )
     atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / "summary.md", summary_markdown(search, results))
-    events = read_events(folder)
+    events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
     plots.accuracy_per_generation(events, search.history, folder / "val_accuracy.png")
     plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
     plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
@@ -151,6 +153,14 @@ def summary_markdown(search: Search, r: dict) -> str:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {name} | {acc:.4f} | {params:,} | {flops} |" for name, acc, params, flops in rows]
+    if r.get("stopped"):
+        lines += [
+            "",
+            f"Stopped early ({r['stopped']}) during generation {r['generations'] + 1}: the members are "
+            f"reported as they were; `evoir search --resume` continues from generation {r['generations']}.",
+        ]
+    for e in r.get("dropped", []):
+        lines += ["", f"Dropped {e['id']} in generation {e['generation']}: {e['dropped']}."]
     if "genome" in r["best"]:
         genome = ", ".join(f"{k}={v}" for k, v in r["best"]["genome"].items())
         lines += ["", f"Best point of the ERA space: {genome}."]
