@@ -8,7 +8,7 @@ import sys
 import click
 import torch
 
-from evoir.analysis import analyze
+from evoir.analysis import analyze, check_runnable
 
 from .common import human, load, model_argument
 
@@ -120,6 +120,7 @@ def run(model_path, input_random, batch, seed, train):
     from evoir.backends.torch_fx import lower
 
     model = load(model_path)
+    check_runnable(model.graph, batch)
     module = lower(model.graph, model.store)
     module.train(train)
     gen = torch.Generator().manual_seed(seed)

@@ -78,3 +78,33 @@ def analyze(graph: Graph) -> Analysis:
 
 def count_params(graph: Graph) -> int:
     return analyze(graph).params
+
+
+# Running a network on sample inputs (evoir run, the verifier, the ONNX check) allocates every
+# activation; a graph whose declared shapes are absurd would exhaust memory before failing.
+MAX_RUN_VALUES = 2**28  # values in the largest activation of one run (1 GiB as float32)
+
+
+def check_runnable(graph: Graph, batch: int) -> None:
+    """Refuse, before anything is allocated, to run ``graph`` on ``batch`` examples when its
+    largest activation would hold more than ``MAX_RUN_VALUES`` values.
+
+    Raises:
+        EvoirError: naming the node, its shape and the graph's input shapes.
+    """
+    from .errors import EvoirError
+
+    def size(node) -> int:
+        n = batch
+        for d in node.type.shape:
+            n *= d
+        return n
+
+    largest = max(graph.nodes, key=size)
+    if size(largest) > MAX_RUN_VALUES:
+        inputs = ", ".join(f"'{n.id}' {n.type}" for n in graph.input_nodes)
+        raise EvoirError(
+            f"running '{graph.name}' on {batch} examples would hold {size(largest):.3g} values in "
+            f"'{largest.id}' ({largest.type}), more than the {MAX_RUN_VALUES:.3g} evoir allocates; "
+            f"inputs: {inputs}"
+        )

@@ -132,7 +132,12 @@ def load_model(path: str | os.PathLike) -> tuple[Graph, TensorStore]:
     if not wpath.exists():
         raise ModelFileError(f"{path}: weights file {wpath.name} is missing")
     blob = wpath.read_bytes()
-    expected = (graph.metadata.get("weights") or {}).get("sha256")
+    record = graph.metadata.get("weights") or {}
+    if not isinstance(record, dict) or not isinstance(record.get("sha256", ""), str):
+        raise ModelFileError(
+            f'{path}: metadata \'weights\' must be {{"sha256": "<hex>"}}, got {record!r}'[:300]
+        )
+    expected = record.get("sha256")
     if expected and hashlib.sha256(blob).hexdigest() != expected:
         raise ModelFileError(f"{wpath}: weights do not belong to {path.name} (checksum differs)")
     try:
@@ -145,9 +150,14 @@ def load_model(path: str | os.PathLike) -> tuple[Graph, TensorStore]:
     meta = header.get("__metadata__") or {}
     store = TensorStore()
     for tid, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"{wpath}: tensor '{tid}' holds NaN or infinite values")
         store.add(tid, t, buffer=(BUFFER_PREFIX + tid) in meta)
     try:
         graph.validate(store)
     except EvoirError as err:
         raise ModelFileError(f"{wpath}: {err}") from None
+    for node in graph.nodes:  # a variance below zero makes BN's output NaN in eval mode
+        if node.op == "batchnorm2d" and bool((store[node.params["running_var"]] < 0).any()):
+            raise ModelFileError(f"{wpath}: '{node.params['running_var']}' holds a negative variance")
     return graph, store

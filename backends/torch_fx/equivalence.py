@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from evoir.analysis import check_runnable
 from evoir.errors import EvoirError
 from evoir.graph import Graph
 from evoir.store import TensorStore
@@ -107,6 +108,9 @@ def compare(
     if "train" in modes and samples < 2 and data is None:
         raise EvoirError("train-mode comparison needs at least 2 samples (BN batch statistics)")
     b_tensors = a_tensors if b_tensors is None else b_tensors
+    if data is None:
+        check_runnable(a, samples)
+        check_runnable(b, samples)
     report = EquivalenceReport()
     gen = torch.Generator().manual_seed(seed)
     inputs = (

@@ -21,9 +21,9 @@ Shape = tuple[int, ...]
 
 
 class OpAttrs(BaseModel):
-    """Base of every op's attribute schema: immutable, no unknown keys."""
+    """Base of every op's attribute schema: immutable, no unknown keys, finite numbers only."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class NoAttrs(OpAttrs):
@@ -31,13 +31,18 @@ class NoAttrs(OpAttrs):
 
 
 def pair(value: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
-    """Normalise a kernel/stride/padding given as ``k`` or ``(kh, kw)`` to a pair."""
-    if isinstance(value, int):
+    """Normalise a kernel/stride/padding given as ``k`` or ``(kh, kw)`` to a pair.
+
+    Raises:
+        ValueError: for anything else (pydantic turns it into a schema error naming the field).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    value = tuple(value)
-    if len(value) != 2:
-        raise ValueError(f"expected an int or a pair, got {value}")
-    return (int(value[0]), int(value[1]))
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+    return (value[0], value[1])
 
 
 class OpSpec:
