@@ -269,3 +269,20 @@ def test_rank_correlation_honours_its_budget_and_reports_the_budgets_reached(evo
     report = json.loads((tmp_path / "rc" / "rank_correlation.json").read_text())
     assert report["stopped"] == "budget" and report["spearman_budgets"] == [5, 10]
     assert all(m["accuracy"][2] is None and None not in m["accuracy"][:2] for m in report["models"])
+
+
+class _OutOfMemory(torch.nn.Module):
+    def forward(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_a_member_that_runs_out_of_memory_is_dropped(tmp_path, data):
+    search = _search(tmp_path / "run", data)
+    parent = search.members[0]
+    grown = Widen(at="layer2.add", channels=4)(parent.graph, search.store)
+    big = search.adopt(grown.graph, grown.added, id="big", parent=parent.id)
+    search.modules["big"] = _OutOfMemory()
+    search.joint_train(20)
+    assert big.dropped == "out of memory at its step 1"
+    assert search.members == [parent] and parent.steps > 0
+    assert all(p.grad is None for p in search.store.values() if isinstance(p, torch.nn.Parameter))
