@@ -48,6 +48,7 @@ class Canonicalize(Pass):
                 users[i].append(n.id)
         by_id = {n.id: n for n in rw.nodes}
         for node in list(rw.nodes):
+            node = by_id[node.id]  # its latest form: an earlier merge may have widened it
             if node.op != "add" or len(users[node.id]) != 1:
                 continue
             outer = by_id[users[node.id][0]]

@@ -113,6 +113,21 @@ def test_canonicalize_folds_noops_and_merges_sums():
     assert result.graph.node("outer").inputs == ("x", "c", "c")
 
 
+def test_canonicalize_flattens_a_chain_of_nested_sums():
+    # add(add(add(x, c1), c2), c3): the middle sum is merged after it absorbed the first,
+    # so the last must read its widened inputs (a deepen after a deepen makes such chains).
+    b = GraphBuilder()
+    x = b.input((3, 4, 4))
+    cs = [b.conv2d(x, 3, kernel=1, name=f"c{k}") for k in range(3)]
+    h = x
+    for k, c in enumerate(cs):
+        h = b.add_(h, c, name=f"s{k}")
+    graph, store = b.build(b.output(h))
+    result = Canonicalize()(graph, store)
+    assert result.notes["folded"] == ["s0", "s1"]
+    assert result.graph.node("s2").inputs == ("x", "c0", "c1", "c2")
+
+
 @pytest.mark.no_auto_verify  # verified end to end below
 @pytest.mark.parametrize("name", sorted(SMALL_STARTS))
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
