@@ -226,8 +226,6 @@ class Search:
         for _ in range(steps):
             if self.should_stop():
                 raise StopRequested(self.stop_reason)
-            if not members:
-                raise EvoirError(f"every member failed; the last: {self.dropped[-1]['dropped']}")
             member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
             module = self.module(member).train()
             x, y = self.stream.next()
@@ -246,6 +244,8 @@ class Search:
                 )
                 self.drop(member, why)
                 members.remove(member)
+                if not members:
+                    raise EvoirError(f"every member failed; the last: {why}") from None
                 continue
             self.optimizer.step(params[member.id], member.lr, member.weight_decay)
             for p in params[member.id].values():
@@ -254,8 +254,6 @@ class Search:
             self.steps_trained += 1
             self.flops_train += cost[member.id]
             self.progress.on_step(1)
-        if not members and steps:
-            raise EvoirError(f"every member failed; the last: {self.dropped[-1]['dropped']}")
 
     def drop(self, member: Member, why: str) -> None:
         """Give up on ``member``: it leaves the population (its tensors go at the next
