@@ -192,3 +192,24 @@ def test_missing_data_says_where_to_put_it(tmp_path):
         load_dataset("cifar10", tmp_path / "empty", download=False)
     with pytest.raises(EvoirError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
+
+
+def test_augmentation_crops_and_flips_each_image_as_drawn():
+    """The batched gather gives exactly the per-image crop (zero padding 4) and flip."""
+    from evoir.search.batches import BatchStream
+
+    data = load_dataset("synthetic", None, seed=0)
+    stream = BatchStream(data, data.train, 32, seed=3, augment=True)
+    g = torch.Generator().manual_seed(3)
+    order = torch.randperm(len(data.train), generator=g)
+    x = data.normalise(data.train.images[order[:32]])
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=g)
+    dx = torch.randint(0, 9, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    crops = [padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)]
+    expected = torch.stack([c.flip(-1) if f else c for c, f in zip(crops, flip, strict=True)])
+    got, labels = stream.next()
+    assert torch.equal(got, expected) and flip.any() and not flip.all()
+    assert torch.equal(labels, data.train.labels[order[:32]])

@@ -53,11 +53,15 @@ class BatchStream:
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
         flip = torch.rand(n, generator=self.generator) < 0.5
-        out = torch.empty_like(x)
-        for i in range(n):
-            crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-            out[i] = crop.flip(-1) if flip[i] else crop
-        return out
+        # One gather for the whole batch (no Python loop per image): rows dy..dy+h and
+        # columns dx..dx+w of each padded image, the columns reversed where it flips.
+        dev = x.device
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None].to(dev)
+        cols = dx[:, None] + torch.arange(w)
+        cols = torch.where(flip[:, None], cols.flip(-1), cols)[:, None, None, :].to(dev)
+        batch = torch.arange(n, device=dev)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+        return padded[batch, chans, rows, cols]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
