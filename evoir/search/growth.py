@@ -46,16 +46,6 @@ class Curve:
     def to_json(self) -> dict:
         return {k: list(v) for k, v in self.__dict__.items()}
 
-    def at_step(self, step: int) -> float:
-        """Validation accuracy at the last evaluation at or before ``step``."""
-        best = None
-        for s, a in zip(self.steps, self.val_acc, strict=True):
-            if s <= step:
-                best = a
-        if best is None:
-            raise ValueError(f"no evaluation at or before step {step}")
-        return best
-
 
 class GrowthRun:
     """One network under training that can grow (see the module docstring)."""
