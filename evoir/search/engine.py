@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from evoir.analysis import analyze
 from evoir.backends.torch_fx import lower
+from evoir.backends.torch_fx.population import lower_population
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.modelfile import atomic_write_text
@@ -39,7 +40,7 @@ from . import checkpoint
 from .batches import BatchStream
 from .config import SearchConfig
 from .data import DataSet
-from .evaluate import Evaluation, evaluate
+from .evaluate import Evaluation, evaluate, evaluate_population
 from .optim import SharedAdam
 from .selection import coverage, select
 
@@ -283,11 +284,29 @@ class Search:
             self.joint_train(steps, [m])
 
     def evaluate_members(self, members: list[Member] | None = None) -> None:
+        """Validation accuracy of ``members`` (default: all). Several members are evaluated in
+        one pass over the data by a module that computes the nodes they share once
+        (``lower_population``); the results are those of evaluating them one by one."""
         n = len(self.data.val)
-        for m in self.members if members is None else members:
-            if m.dropped is not None:
-                continue
-            ev = evaluate(self.module(m), self.data, self.data.val, self.device, self.config.eval_batch_size)
+        members = [m for m in (self.members if members is None else members) if m.dropped is None]
+        if len(members) == 1:
+            evaluations = [
+                evaluate(
+                    self.module(members[0]),
+                    self.data,
+                    self.data.val,
+                    self.device,
+                    self.config.eval_batch_size,
+                )
+            ]
+        elif members:
+            module, _ = lower_population([m.graph for m in members], self.store)
+            evaluations = evaluate_population(
+                module, len(members), self.data, self.data.val, self.device, self.config.eval_batch_size
+            )
+        else:
+            evaluations = []
+        for m, ev in zip(members, evaluations, strict=True):
             self.correct[m.id] = ev.correct
             m.val_acc = ev.accuracy
             self.flops_eval += analyze(m.graph).flops * n

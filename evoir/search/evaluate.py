@@ -36,5 +36,27 @@ def evaluate(
     return Evaluation(torch.cat(correct), torch.cat(probs))
 
 
+def evaluate_population(
+    modules_output: torch.nn.Module, count: int, data: DataSet, split: Split, device, batch_size: int = 500
+) -> list[Evaluation]:
+    """Like ``evaluate`` for a population module (``lower_population``) whose forward returns
+    ``count`` outputs, one per member: every batch runs once for all of them."""
+    module = modules_output
+    was_training = module.training
+    module.eval()
+    probs: list[list[torch.Tensor]] = [[] for _ in range(count)]
+    correct: list[list[torch.Tensor]] = [[] for _ in range(count)]
+    with torch.no_grad():
+        for x, y in batches(data, split, batch_size, device):
+            outs = module(x)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            for k, out in enumerate(outs):
+                p = torch.softmax(out.float(), dim=1)
+                probs[k].append(p.cpu())
+                correct[k].append((p.argmax(dim=1) == y).cpu())
+    module.train(was_training)
+    return [Evaluation(torch.cat(c), torch.cat(p)) for c, p in zip(correct, probs, strict=True)]
+
+
 def accuracy_of_probs(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float((probs.argmax(dim=1) == labels).double().mean())
