@@ -24,24 +24,15 @@ def evaluate(
     module: torch.nn.Module, data: DataSet, split: Split, device, batch_size: int = 500
 ) -> Evaluation:
     """Run ``module`` in eval mode over ``split`` (then restore its mode)."""
-    was_training = module.training
-    module.eval()
-    probs, correct = [], []
-    with torch.no_grad():
-        for x, y in batches(data, split, batch_size, device):
-            p = torch.softmax(module(x).float(), dim=1)
-            probs.append(p.cpu())
-            correct.append((p.argmax(dim=1) == y).cpu())
-    module.train(was_training)
-    return Evaluation(torch.cat(correct), torch.cat(probs))
+    return evaluate_population(module, 1, data, split, device, batch_size)[0]
 
 
 def evaluate_population(
-    modules_output: torch.nn.Module, count: int, data: DataSet, split: Split, device, batch_size: int = 500
+    module: torch.nn.Module, count: int, data: DataSet, split: Split, device, batch_size: int = 500
 ) -> list[Evaluation]:
-    """Like ``evaluate`` for a population module (``lower_population``) whose forward returns
-    ``count`` outputs, one per member: every batch runs once for all of them."""
-    module = modules_output
+    """``evaluate`` for a module whose forward returns ``count`` outputs, one per member (a
+    population from ``lower_population``; one output is a population of one): every batch
+    runs once for all of them."""
     was_training = module.training
     module.eval()
     probs: list[list[torch.Tensor]] = [[] for _ in range(count)]
