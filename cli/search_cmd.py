@@ -183,7 +183,7 @@ def search_cmd(out, resume, force, budget, **options):
       evoir search --resume runs/ne
     """
     from evoir.search.config import SearchConfig, parse_budget
-    from evoir.search.lock import RunLock, holder
+    from evoir.search.lock import RunLock, refuse_if_written
     from evoir.search.start import initial_network
     from evoir.search.strategies import strategy_class
 
@@ -199,11 +199,9 @@ def search_cmd(out, resume, force, budget, **options):
             from evoir.search.checkpoint import read
 
             state, _ = read(folder)
-            # A resumed run gets the new --budget, counted from now, or none.
-            state["config"]["budget_s"] = parse_budget(budget)
             config = SearchConfig.model_validate(state["config"])
             search = strategy_class(config.strategy).resume(folder, _data(config))
-            search.config = config
+            search.set_budget(parse_budget(budget))  # the new --budget, counted from now, or none
         except BaseException:
             lock.release()
             raise
@@ -217,12 +215,7 @@ def search_cmd(out, resume, force, budget, **options):
             first = err.errors()[0]
             raise EvoirError(first["msg"].removeprefix("Value error, ")) from None
         if out.exists() and any(out.iterdir()):
-            other = holder(out)
-            if other is not None:
-                raise EvoirError(
-                    f"{out} is being written by process {other['pid']} on {other['host']} "
-                    f"(since {other.get('started', '?')}); wait for it to end or stop it"
-                )
+            refuse_if_written(out)
             if not force:
                 raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
         data = _data(config)  # fail on missing data before touching the folder

@@ -43,6 +43,7 @@ from .data import DataSet
 from .evaluate import Evaluation, evaluate, evaluate_population
 from .optim import SharedAdam
 from .selection import coverage, select
+from .stop import Deadline
 
 
 class StopRequested(Exception):
@@ -120,8 +121,9 @@ class Search:
         self.modules: dict[str, torch.nn.Module] = {}
         self.progress = Progress()
         self._started = time.monotonic()
-        self.stop_reason: str | None = None  # "budget" or a signal's name once asked to stop
-        self.deadline = None  # a stop.Deadline shared with other trainers, if any
+        # When to stop before the next step: this invocation's budget or a signal. Trainers
+        # that share a budget (rank-correlation) share one Deadline.
+        self.deadline = Deadline(cfg.budget_s)
         self.dropped: list[dict] = []  # members dropped during the generation, for its events
 
     # ---- what a strategy provides -----------------------------------------------------------
@@ -226,7 +228,7 @@ class Search:
         params = {m.id: {tid: self.store[tid] for tid in m.graph.parameter_ids()} for m in members}
         for _ in range(steps):
             if self.should_stop():
-                raise StopRequested(self.stop_reason)
+                raise StopRequested(self.deadline.reason)
             member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
             module = self.module(member).train()
             x, y = self.stream.next()
@@ -269,14 +271,15 @@ class Search:
     # ---- stopping --------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         """Stop before the next training step (a signal handler calls this)."""
-        self.stop_reason = reason
+        self.deadline.request_stop(reason)
 
     def should_stop(self) -> bool:
-        if self.stop_reason is None and self.out_of_budget():
-            self.stop_reason = "budget"
-        if self.stop_reason is None and self.deadline is not None:
-            self.stop_reason = self.deadline.check()
-        return self.stop_reason is not None
+        return self.deadline.check() is not None
+
+    def set_budget(self, budget_s: float | None) -> None:
+        """A new budget for this invocation, counted from now (``--resume --budget``)."""
+        self.config = self.config.model_copy(update={"budget_s": budget_s})
+        self.deadline = Deadline(budget_s)
 
     def train_each(self, members: list[Member], steps: int) -> None:
         """Train every one of ``members`` on its own for ``steps`` steps."""
@@ -360,20 +363,16 @@ class Search:
                 self.finish_generation(selected=[])
             while self.generation < cfg.generations:
                 if self.should_stop():
-                    raise StopRequested(self.stop_reason)
+                    raise StopRequested(self.deadline.reason)
                 g = self.generation + 1
                 torch.manual_seed(cfg.seed * 1000 + g)  # any op using the global RNG replays on resume
                 selected = self.step(g)
                 self.generation = g
                 self.finish_generation(selected)
         except StopRequested:
-            self.stopped = self.stop_reason
+            self.stopped = self.deadline.reason
             self.stopped_after_s = self.total_elapsed()
             self.evaluate_members()  # the report speaks of the members as they are now
-
-    def out_of_budget(self) -> bool:
-        """Whether this invocation has used up ``budget_s`` (a resumed run counts afresh)."""
-        return self.config.budget_s is not None and time.monotonic() - self._started >= self.config.budget_s
 
     def total_elapsed(self) -> float:
         return self.elapsed_s + (time.monotonic() - self._started)

@@ -61,7 +61,8 @@ def accuracy_by_budget(
         trainers = []
         for graph, store in models:
             trainer = Search(config, data, Path(folder))
-            trainer.deadline = deadline
+            if deadline is not None:
+                trainer.deadline = deadline
             trainer.start(graph, store)
             trainer.progress.on_step = on_step
             trainers.append(trainer)

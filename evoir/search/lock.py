@@ -51,6 +51,16 @@ def holder(folder: Path) -> dict | None:
     return info
 
 
+def refuse_if_written(folder: Path) -> None:
+    """Raise ``EvoirError`` naming the live writer of ``folder``, if it has one."""
+    other = holder(folder)
+    if other is not None:
+        raise EvoirError(
+            f"{folder} is being written by process {other['pid']} on {other['host']} "
+            f"(since {other.get('started', '?')}); wait for it to end or stop it"
+        )
+
+
 class RunLock:
     """``with RunLock(folder):`` holds the folder's lock for the block (see the module)."""
 
@@ -67,12 +77,7 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                other = holder(self.folder)
-                if other is not None:
-                    raise EvoirError(
-                        f"{self.folder} is being written by process {other['pid']} on {other['host']} "
-                        f"(since {other.get('started', '?')}); wait for it to end or stop it"
-                    ) from None
+                refuse_if_written(self.folder)
                 self.path.unlink(missing_ok=True)  # its writer died: take it over
                 continue
             with os.fdopen(fd, "w") as fh:
