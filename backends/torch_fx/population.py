@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
 
 from evoir.errors import EvoirError
@@ -83,3 +84,25 @@ def lower_population(graphs: list[Graph], store: TensorStore) -> tuple[fx.GraphM
     """One module returning a tuple with every member's output (see ``union``)."""
     u = union(graphs)
     return lower(u.graph, store), u
+
+
+class Gathered(torch.nn.Module):
+    """Several population modules as one: ``parts`` pairs each module with the places (member
+    indices) of its outputs, and ``forward`` returns every member's output in order."""
+
+    def __init__(self, parts: list[tuple[torch.nn.Module, list[int]]]):
+        super().__init__()
+        self.parts = torch.nn.ModuleList([module for module, _ in parts])
+        self.places = [list(places) for _, places in parts]
+        self.count = sum(len(p) for p in self.places)
+        if sorted(i for p in self.places for i in p) != list(range(self.count)):
+            raise EvoirError("the parts of a population must place each member exactly once")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out: list[torch.Tensor | None] = [None] * self.count
+        for module, places in zip(self.parts, self.places, strict=True):
+            outs = module(x)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            for i, o in zip(places, outs, strict=True):
+                out[i] = o
+        return tuple(out)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from evoir.analysis import analyze
 from evoir.backends.torch_fx import lower
-from evoir.backends.torch_fx.population import lower_population
+from evoir.backends.torch_fx.population import Gathered, lower_population
+from evoir.backends.torch_fx.stacked import lower_stacked
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.modelfile import atomic_write_text
@@ -40,9 +41,10 @@ from . import checkpoint
 from .batches import BatchStream
 from .config import SearchConfig
 from .data import DataSet
-from .evaluate import Evaluation, evaluate, evaluate_population
+from .evaluate import Evaluation, evaluate_population
 from .optim import SharedAdam
 from .selection import coverage, select
+from .stacked import StackedTrainer, stack_groups
 from .stop import Deadline
 
 
@@ -119,6 +121,7 @@ class Search:
         )
         self.optimizer = SharedAdam()
         self.modules: dict[str, torch.nn.Module] = {}
+        self.step_flops: dict[str, int] = {}  # a training step's FLOPs, per member
         self.progress = Progress()
         self._started = time.monotonic()
         # When to stop before the next step: this invocation's budget or a signal. Trainers
@@ -222,41 +225,57 @@ class Search:
         member whose loss is not finite, or that runs out of memory, is dropped (``drop``)
         and the others go on; when none is left the run stops with ``EvoirError``.
         """
-        cfg = self.config
         members = list(self.members if members is None else members)
-        cost = {m.id: 3 * analyze(m.graph).flops * cfg.batch_size for m in members}  # fwd + bwd ≈ 3 fwd
-        params = {m.id: {tid: self.store[tid] for tid in m.graph.parameter_ids()} for m in members}
+        params = {m.id: self.parameters_of(m) for m in members}
         for _ in range(steps):
             if self.should_stop():
                 raise StopRequested(self.deadline.reason)
             member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
-            module = self.module(member).train()
             x, y = self.stream.next()
-            try:
-                loss = F.cross_entropy(module(x), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at its step {member.steps + 1}")
-                loss.backward()
-            except (FloatingPointError, MemoryError, torch.OutOfMemoryError) as err:
-                for p in params[member.id].values():
-                    p.grad = None
-                why = (
-                    str(err)
-                    if isinstance(err, FloatingPointError)
-                    else f"out of memory at its step {member.steps + 1}"
-                )
-                self.drop(member, why)
-                members.remove(member)
-                if not members:
-                    raise EvoirError(f"every member failed; the last: {why}") from None
-                continue
-            self.optimizer.step(params[member.id], member.lr, member.weight_decay)
-            for p in params[member.id].values():
+            why = self.train_step(member, params[member.id], x, y)
+            if why is not None:
+                self.give_up(member, why, members)
+
+    def parameters_of(self, member: Member) -> dict[str, torch.Tensor]:
+        return {tid: self.store[tid] for tid in member.graph.parameter_ids()}
+
+    def train_step(self, member: Member, params: dict[str, torch.Tensor], x, y) -> str | None:
+        """One Adam step of ``member`` on ``(x, y)``; returns why it failed (a non-finite loss,
+        out of memory), with nothing updated, or None."""
+        module = self.module(member).train()
+        try:
+            loss = F.cross_entropy(module(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at its step {member.steps + 1}")
+            loss.backward()
+        except (FloatingPointError, MemoryError, torch.OutOfMemoryError) as err:
+            for p in params.values():
                 p.grad = None
-            member.steps += 1
-            self.steps_trained += 1
-            self.flops_train += cost[member.id]
-            self.progress.on_step(1)
+            return (
+                str(err)
+                if isinstance(err, FloatingPointError)
+                else f"out of memory at its step {member.steps + 1}"
+            )
+        self.optimizer.step(params, member.lr, member.weight_decay)
+        for p in params.values():
+            p.grad = None
+        self.count_step(member)
+        return None
+
+    def count_step(self, member: Member) -> None:
+        member.steps += 1
+        self.steps_trained += 1
+        if member.id not in self.step_flops:  # fwd + bwd ≈ 3 fwd
+            self.step_flops[member.id] = 3 * analyze(member.graph).flops * self.config.batch_size
+        self.flops_train += self.step_flops[member.id]
+        self.progress.on_step(1)
+
+    def give_up(self, member: Member, why: str, training: list[Member]) -> None:
+        """Drop ``member`` and take it out of ``training``; stop the run when none is left."""
+        self.drop(member, why)
+        training.remove(member)
+        if not training:
+            raise EvoirError(f"every member failed; the last: {why}")
 
     def drop(self, member: Member, why: str) -> None:
         """Give up on ``member``: it leaves the population (its tensors go at the next
@@ -282,33 +301,121 @@ class Search:
         self.deadline = Deadline(budget_s)
 
     def train_each(self, members: list[Member], steps: int) -> None:
-        """Train every one of ``members`` on its own for ``steps`` steps."""
-        for m in members:
-            self.joint_train(steps, [m])
+        """Train every one of ``members`` on its own for ``steps`` steps.
+
+        The members take their steps in turn: member k's t-th step is on the stream's
+        (t·K + k)-th batch. Members of one architecture that share no tensor take their steps
+        as one batched call (``stacked.py``; ``config.stack_members``) on the very same
+        batches, with the same updates as one by one. Stops and failures are handled as in
+        ``joint_train``."""
+        members = list(members)
+        if len(members) == 1:
+            self.joint_train(steps, members)
+            return
+        units = [[members[i] for i in g] for g in self.architecture_groups(members)]
+        trainers = {
+            id(u): StackedTrainer([m.graph for m in u], self.store, self.optimizer)
+            for u in units
+            if len(u) > 1
+        }
+        params = {m.id: self.parameters_of(m) for m in members}
+        try:
+            for _ in range(steps):
+                if self.should_stop():
+                    raise StopRequested(self.deadline.reason)
+                batch = {m.id: self.stream.next() for m in members}
+                for unit in list(units):
+                    if len(unit) > 1:
+                        self.train_stacked(unit, trainers, units, batch, members)
+                        continue
+                    why = self.train_step(unit[0], params[unit[0].id], *batch[unit[0].id])
+                    if why is not None:
+                        units.remove(unit)
+                        self.give_up(unit[0], why, members)
+        finally:
+            for trainer in trainers.values():
+                trainer.finish(self.store)
+
+    def architecture_groups(self, members: list[Member]) -> list[list[int]]:
+        if not self.config.stack_members:
+            return [[i] for i in range(len(members))]
+        return stack_groups([m.graph for m in members], self.store)
+
+    def train_stacked(
+        self, unit: list[Member], trainers: dict, units: list, batch: dict, training: list
+    ) -> None:
+        """One step of a stacked ``unit`` of ``train_each``. Failed members are dropped and the
+        unit restacked without them; out of memory, its members go on one by one."""
+        trainer = trainers[id(unit)]
+        x = torch.stack([batch[m.id][0] for m in unit])
+        y = torch.stack([batch[m.id][1] for m in unit])
+        try:
+            losses = trainer.step(x, y, [m.lr for m in unit], [m.weight_decay for m in unit])
+        except (MemoryError, torch.OutOfMemoryError):
+            trainer.finish(self.store)
+            del trainers[id(unit)]
+            place = units.index(unit)
+            units[place : place + 1] = [[m] for m in unit]
+            for m in unit:
+                why = self.train_step(m, self.parameters_of(m), *batch[m.id])
+                if why is not None:
+                    units.remove([m])
+                    self.give_up(m, why, training)
+            return
+        failed = [(m, float(loss)) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)]
+        for m in unit:
+            if m not in (f for f, _ in failed):
+                self.count_step(m)
+        if not failed:
+            return
+        trainer.finish(self.store)
+        del trainers[id(unit)]
+        kept = [m for m in unit if m not in (f for f, _ in failed)]
+        place = units.index(unit)
+        units[place : place + 1] = [kept] if kept else []
+        if len(kept) > 1:
+            trainers[id(kept)] = StackedTrainer([m.graph for m in kept], self.store, self.optimizer)
+        for m, loss in failed:
+            self.give_up(m, f"loss became {loss} at its step {m.steps + 1}", training)
+
+    def population_module(self, members: list[Member]) -> torch.nn.Module:
+        """One module whose forward returns every member's output on a batch: members of one
+        architecture with their own tensors stacked (``lower_stacked``), the others as one
+        population that computes the nodes they share once (``lower_population``)."""
+        if len(members) == 1:
+            return self.module(members[0])
+        parts = []
+        singles = []
+        for group in self.architecture_groups(members):
+            if len(group) > 1:
+                parts.append(
+                    (lower_stacked([members[i].graph for i in group], self.store).as_population(), group)
+                )
+            else:
+                singles += group
+        if len(singles) == 1:
+            parts.append((self.module(members[singles[0]]), singles))
+        elif singles:
+            parts.append((lower_population([members[i].graph for i in singles], self.store)[0], singles))
+        return (
+            parts[0][0] if len(parts) == 1 and parts[0][1] == list(range(len(members))) else Gathered(parts)
+        )
+
+    def evaluations_on(self, members: list[Member], split) -> list[Evaluation]:
+        """Every member's evaluation on ``split``, in one pass over the data
+        (``population_module``); the results are those of evaluating them one by one."""
+        if not members:
+            return []
+        module = self.population_module(members)
+        return evaluate_population(
+            module, len(members), self.data, split, self.device, self.config.eval_batch_size
+        )
 
     def evaluate_members(self, members: list[Member] | None = None) -> None:
-        """Validation accuracy of ``members`` (default: all). Several members are evaluated in
-        one pass over the data by a module that computes the nodes they share once
-        (``lower_population``); the results are those of evaluating them one by one."""
+        """Validation accuracy of ``members`` (default: all), in one pass over the data."""
         n = len(self.data.val)
         members = [m for m in (self.members if members is None else members) if m.dropped is None]
-        if len(members) == 1:
-            evaluations = [
-                evaluate(
-                    self.module(members[0]),
-                    self.data,
-                    self.data.val,
-                    self.device,
-                    self.config.eval_batch_size,
-                )
-            ]
-        elif members:
-            module, _ = lower_population([m.graph for m in members], self.store)
-            evaluations = evaluate_population(
-                module, len(members), self.data, self.data.val, self.device, self.config.eval_batch_size
-            )
-        else:
-            evaluations = []
+        evaluations = self.evaluations_on(members, self.data.val)
         for m, ev in zip(members, evaluations, strict=True):
             self.correct[m.id] = ev.correct
             m.val_acc = ev.accuracy
@@ -329,6 +436,7 @@ class Search:
         self.members = kept
         alive = {m.id for m in kept}
         self.modules = {k: v for k, v in self.modules.items() if k in alive}
+        self.step_flops = {k: v for k, v in self.step_flops.items() if k in alive}
         self.correct = {k: v for k, v in self.correct.items() if k in alive}
         needed = {tid for m in kept for tid in m.graph.tensor_ids()}
         freed = self.store.retain(needed)
@@ -507,4 +615,4 @@ class Search:
         return self.select(self.config.keep)
 
     def evaluation_on(self, member: Member, split) -> Evaluation:
-        return evaluate(self.module(member), self.data, split, self.device, self.config.eval_batch_size)
+        return self.evaluations_on([member], split)[0]

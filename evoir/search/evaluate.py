@@ -37,7 +37,9 @@ def evaluate_population(
     module.eval()
     probs: list[list[torch.Tensor]] = [[] for _ in range(count)]
     correct: list[list[torch.Tensor]] = [[] for _ in range(count)]
-    with torch.no_grad():
+    # Inference tensors stay inside: the torch.cat below makes ordinary ones, which the
+    # hierarchical head may train on.
+    with torch.inference_mode():
         for x, y in batches(data, split, batch_size, device):
             outs = module(x)
             outs = outs if isinstance(outs, tuple) else (outs,)

@@ -16,6 +16,31 @@ import torch
 from evoir.store import TensorStore
 
 
+def adam_update_(p, grad, st, step, lr, weight_decay, betas, eps) -> None:
+    """One Adam update of ``p`` in place (L2 weight decay added to the gradient, as
+    ``torch.optim.Adam``), its moments ``st`` already counting this step as ``step``.
+
+    ``step``, ``lr`` and ``weight_decay`` are numbers, or tensors that broadcast against ``p``
+    when ``p`` stacks several members' tensors along its first axis (``stacked.py``): the
+    arithmetic is the same, member by member."""
+    b1, b2 = betas
+    stacked = isinstance(lr, torch.Tensor)
+    if stacked or weight_decay != 0:
+        grad = grad.add(p * weight_decay.to(p.dtype)) if stacked else grad.add(p, alpha=weight_decay)
+    st["exp_avg"].lerp_(grad, 1 - b1)
+    st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    bias1 = 1 - b1**step
+    bias2 = 1 - b2**step
+    if stacked:  # computed in float64 as the scalars are, then applied in p's dtype
+        step_size = (lr / bias1).to(p.dtype)
+        bias2 = bias2.to(p.dtype)
+    denom = (st["exp_avg_sq"] / bias2).sqrt_().add_(eps)
+    if stacked:
+        p.sub_(st["exp_avg"] / denom * step_size)
+    else:
+        p.addcdiv_(st["exp_avg"], denom, value=-lr / bias1)
+
+
 class SharedAdam:
     def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.betas = betas
@@ -25,27 +50,24 @@ class SharedAdam:
     def step(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float) -> None:
         """One Adam step (L2 weight decay added to the gradient, as ``torch.optim.Adam``) on the
         tensors in ``params`` that have a gradient."""
-        b1, b2 = self.betas
         with torch.no_grad():
             for tid, p in params.items():
                 if p.grad is None:
                     continue
-                grad = p.grad if weight_decay == 0 else p.grad.add(p, alpha=weight_decay)
-                st = self.state.get(tid)
-                if st is None:
-                    st = self.state[tid] = {
-                        "step": torch.zeros((), dtype=torch.float64),
-                        "exp_avg": torch.zeros_like(p),
-                        "exp_avg_sq": torch.zeros_like(p),
-                    }
+                st = self.moments(tid, p)
                 st["step"] += 1
-                t = float(st["step"])
-                st["exp_avg"].lerp_(grad, 1 - b1)
-                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                bias1 = 1 - b1**t
-                bias2 = 1 - b2**t
-                denom = (st["exp_avg_sq"] / bias2).sqrt_().add_(self.eps)
-                p.addcdiv_(st["exp_avg"], denom, value=-lr / bias1)
+                adam_update_(p, p.grad, st, float(st["step"]), lr, weight_decay, self.betas, self.eps)
+
+    def moments(self, tid: str, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state of tensor ``tid``, created (zero moments, step 0) if it has none."""
+        st = self.state.get(tid)
+        if st is None:
+            st = self.state[tid] = {
+                "step": torch.zeros((), dtype=torch.float64),
+                "exp_avg": torch.zeros_like(like),
+                "exp_avg_sq": torch.zeros_like(like),
+            }
+        return st
 
     def retain(self, store: TensorStore) -> None:
         """Drop the moments of tensors that left the store."""

@@ -32,10 +32,9 @@ def finalize(search: Search) -> dict:
     final = search.final_selection()
     best = max(final, key=lambda m: m.val_acc or 0)
     test_labels = data.test.labels
-    test = {m.id: search.evaluation_on(m, data.test) for m in final}
-    val_probs = [
-        evaluate(search.module(m), data, data.val, search.device, cfg.eval_batch_size).probs for m in final
-    ]
+    # One pass over each split for all the final members (shared nodes once, stacks batched).
+    test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
+    val_probs = [ev.probs for ev in search.evaluations_on(final, data.val)]
     probs = [test[m.id].probs for m in final]
     head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=cfg.seed)
     results = {
