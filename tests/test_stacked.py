@@ -13,8 +13,8 @@ from evoir.passes.widen import Widen
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.merge import reinitialize
-from evoir.search.speciation import IndependentSearch
 from evoir.search.optim import SharedAdam
+from evoir.search.speciation import IndependentSearch
 from evoir.search.stacked import StackedTrainer, stack_groups
 from evoir.search.start import initial_network
 from evoir.templates import painter_base
@@ -168,7 +168,7 @@ def test_stacked_adam_is_shared_adam_member_by_member():
     trainer = StackedTrainer(graphs, store, SharedAdam())
     lrs, decays = [1e-3, 3e-3, 1e-2], [0.0, 1e-4, 1e-2]
     for _ in range(3):
-        for name, p in trainer.stack.parameters.items():
+        for p in trainer.stack.parameters.values():
             p.grad = torch.randn_like(p)
         grads = {n: p.grad.clone() for n, p in trainer.stack.parameters.items()}
         with torch.no_grad():
