@@ -221,3 +221,12 @@ def test_population_module_evaluates_stacks_and_the_rest_as_one_by_one(data, tmp
         alone = search.evaluations_on([m], data.val)[0]
         assert torch.equal(ev.correct, alone.correct) or (ev.correct != alone.correct).float().mean() < 0.01
         torch.testing.assert_close(ev.probs, alone.probs, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("start", "stacked"), [("mlp", True), ("painter-base", False)])
+def test_by_default_only_dense_members_are_stacked(data, tmp_path, start, stacked):
+    search = _independent(data, tmp_path, start, start=start)  # stack_members left at None
+    base = search.members[0]
+    g, added = reinitialize(base.graph, search.store, torch.Generator().manual_seed(1))
+    search.adopt(g, added, id="sib")
+    assert search.architecture_groups(search.members) == ([[0, 1]] if stacked else [[0], [1]])

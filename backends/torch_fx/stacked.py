@@ -72,6 +72,22 @@ class StackedModule:
                     store[tid].copy_(stacked[k])
 
 
+class _WeightMajorLinear(torch.nn.Linear):
+    """``nn.Linear`` computed as (W xᵀ)ᵀ + b. The same function; under ``vmap`` it becomes one
+    batched matmul whose weight gradient comes out in the weight's own layout, where vmapped
+    ``F.linear`` computes it transposed and copies it back (about 1.4× slower on a CPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(self.weight, x.mT).mT
+        return y if self.bias is None else y + self.bias
+
+
+def _use_weight_major_linears(module: torch.nn.Module) -> None:
+    for sub in module.modules():
+        if type(sub) is torch.nn.Linear:
+            sub.__class__ = _WeightMajorLinear  # same parameters and names: only forward differs
+
+
 def lower_stacked(graphs: list[Graph], store: TensorStore) -> StackedModule:
     """One batched module for members of one architecture that share no tensor (see module).
 
@@ -85,6 +101,7 @@ def lower_stacked(graphs: list[Graph], store: TensorStore) -> StackedModule:
         if architecture_key(g, store) != key:
             raise EvoirError(f"member {k} ('{g.name}') has another architecture than member 0")
     module = lower(graphs[0], store)
+    _use_weight_major_linears(module)
     tensor_ids: list[dict[str, str]] = []
     seen: set[str] = set()
     for k, g in enumerate(graphs):

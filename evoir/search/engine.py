@@ -337,9 +337,18 @@ class Search:
                 trainer.finish(self.store)
 
     def architecture_groups(self, members: list[Member]) -> list[list[int]]:
-        if not self.config.stack_members:
+        """Which members to stack (``config.stack_members``; bench/stacked_members.py measures
+        the default: stacking pays for dense networks, vmapped convolutions are slower)."""
+        if self.config.stack_members is False:
             return [[i] for i in range(len(members))]
-        return stack_groups([m.graph for m in members], self.store)
+        groups = stack_groups([m.graph for m in members], self.store)
+        if self.config.stack_members is None:
+            unstacked = []
+            for g in groups:
+                convolutional = any(n.op == "conv2d" for n in members[g[0]].graph.nodes)
+                unstacked += [[i] for i in g] if convolutional else [g]
+            groups = unstacked
+        return groups
 
     def train_stacked(
         self, unit: list[Member], trainers: dict, units: list, batch: dict, training: list

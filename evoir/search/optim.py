@@ -12,33 +12,46 @@ are dropped with the tensors.
 from __future__ import annotations
 
 import torch
+from torch.optim.adam import adam
 
 from evoir.store import TensorStore
 
 
-def adam_update_(p, grad, st, step, lr, weight_decay, betas, eps) -> None:
-    """One Adam update of ``p`` in place (L2 weight decay added to the gradient, as
-    ``torch.optim.Adam``), its moments ``st`` already counting this step as ``step``.
+def adam_step_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    moments: list[dict[str, torch.Tensor]],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
+    """One Adam step on every tensor of ``params`` in place, each with its own moments and step
+    count (incremented here), as ``torch.optim.Adam`` (L2 weight decay added to the gradient).
 
-    ``step``, ``lr`` and ``weight_decay`` are numbers, or tensors that broadcast against ``p``
-    when ``p`` stacks several members' tensors along its first axis (``stacked.py``): the
-    arithmetic is the same, member by member."""
-    b1, b2 = betas
-    stacked = isinstance(lr, torch.Tensor)
-    if stacked or weight_decay != 0:
-        grad = grad.add(p * weight_decay.to(p.dtype)) if stacked else grad.add(p, alpha=weight_decay)
-    st["exp_avg"].lerp_(grad, 1 - b1)
-    st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    bias1 = 1 - b1**step
-    bias2 = 1 - b2**step
-    if stacked:  # computed in float64 as the scalars are, then applied in p's dtype
-        step_size = (lr / bias1).to(p.dtype)
-        bias2 = bias2.to(p.dtype)
-    denom = (st["exp_avg_sq"] / bias2).sqrt_().add_(eps)
-    if stacked:
-        p.sub_(st["exp_avg"] / denom * step_size)
-    else:
-        p.addcdiv_(st["exp_avg"], denom, value=-lr / bias1)
+    One call of torch's fused kernel (``torch.optim.adam.adam``): a single pass over each
+    tensor's memory, where the plain formula takes about ten. The tensors may be views into a
+    stack of members (``stacked.py``), so that one call updates several members."""
+    if not params:
+        return
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    adam(
+        params,
+        grads,
+        [st["exp_avg"] for st in moments],
+        [st["exp_avg_sq"] for st in moments],
+        [],
+        [st["step"] for st in moments],
+        fused=fused,
+        foreach=None if fused else False,
+        amsgrad=False,
+        beta1=betas[0],
+        beta2=betas[1],
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=eps,
+        maximize=False,
+    )
 
 
 class SharedAdam:
@@ -50,22 +63,27 @@ class SharedAdam:
     def step(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float) -> None:
         """One Adam step (L2 weight decay added to the gradient, as ``torch.optim.Adam``) on the
         tensors in ``params`` that have a gradient."""
+        stepping = {tid: p for tid, p in params.items() if p.grad is not None}
         with torch.no_grad():
-            for tid, p in params.items():
-                if p.grad is None:
-                    continue
-                st = self.moments(tid, p)
-                st["step"] += 1
-                adam_update_(p, p.grad, st, float(st["step"]), lr, weight_decay, self.betas, self.eps)
+            adam_step_(
+                [p.detach() for p in stepping.values()],
+                [p.grad for p in stepping.values()],
+                [self.moments(tid, p) for tid, p in stepping.items()],
+                lr,
+                weight_decay,
+                self.betas,
+                self.eps,
+            )
 
     def moments(self, tid: str, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The state of tensor ``tid``, created (zero moments, step 0) if it has none."""
+        """The state of tensor ``tid``, created (zero moments, step 0) if it has none. The
+        step count lives beside the tensor (the fused kernel reads it there)."""
         st = self.state.get(tid)
         if st is None:
             st = self.state[tid] = {
-                "step": torch.zeros((), dtype=torch.float64),
-                "exp_avg": torch.zeros_like(like),
-                "exp_avg_sq": torch.zeros_like(like),
+                "step": torch.zeros((), dtype=torch.float32, device=like.device),
+                "exp_avg": torch.zeros_like(like, memory_format=torch.preserve_format).detach(),
+                "exp_avg_sq": torch.zeros_like(like, memory_format=torch.preserve_format).detach(),
             }
         return st
 
@@ -86,4 +104,5 @@ class SharedAdam:
         self.state = {}
         for name, value in tensors.items():
             key, tid = name.split("/", 1)
-            self.state.setdefault(tid, {})[key] = value.clone()
+            value = value.clone() if key != "step" else value.to(torch.float32)  # older runs: float64
+            self.state.setdefault(tid, {})[key] = value

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from evoir.backends.torch_fx.stacked import StackedModule, architecture_key, lower_stacked
 from evoir.store import TensorStore
 
-from .optim import SharedAdam, adam_update_
+from .optim import SharedAdam, adam_step_
 
 
 def stack_groups(graphs: list, store: TensorStore) -> list[list[int]]:
@@ -33,11 +33,6 @@ def stack_groups(graphs: list, store: TensorStore) -> list[list[int]]:
         else:
             groups.append((key, set(tids), [i]))
     return [members for _, _, members in groups]
-
-
-def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
-    """(K, 1, …, 1) float64, to broadcast one value per member against a stacked tensor."""
-    return torch.tensor(values, dtype=torch.float64, device=like.device).view(-1, *[1] * (like.dim() - 1))
 
 
 class StackedTrainer:
@@ -69,24 +64,24 @@ class StackedTrainer:
 
     def update(self, members: torch.Tensor, lrs: list[float], decays: list[float]) -> None:
         """One Adam step from the stacked gradients, of the members where ``members`` (bool, K)
-        is true; the others keep their tensors and moments."""
-        for name, p in self.stack.parameters.items():
-            st = self.moments[name]
-            keep = members.view(-1, *[1] * (p.dim() - 1))
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            old = (
-                None
-                if members.all()
-                else {"p": p.clone(), **{k: st[k].clone() for k in ("exp_avg", "exp_avg_sq")}}
-            )
-            st["step"] += members.to(torch.float64)
-            step = st["step"].view(-1, *[1] * (p.dim() - 1))
-            lr, decay = _per_member(lrs, p), _per_member(decays, p)
-            adam_update_(p, grad, st, step, lr, decay, self.optimizer.betas, self.optimizer.eps)
-            if old is not None:  # undo the update of the members left out
-                p.copy_(torch.where(keep, p, old["p"]))
-                for key in ("exp_avg", "exp_avg_sq"):
-                    st[key].copy_(torch.where(keep, st[key], old[key]))
+        is true; the others keep their tensors and moments. Members with one learning rate and
+        weight decay take it in one fused call over views of the stacks."""
+        by_rate: dict[tuple[float, float], list[int]] = {}
+        for k in range(self.stack.size):
+            if members[k]:
+                by_rate.setdefault((lrs[k], decays[k]), []).append(k)
+        for (lr, decay), ks in by_rate.items():
+            params, grads, moments = [], [], []
+            for name, p in self.stack.parameters.items():
+                if p.grad is None:
+                    continue
+                st = self.moments[name]
+                for k in ks:
+                    params.append(p.detach()[k])
+                    grads.append(p.grad[k])
+                    moments.append({key: value[k] for key, value in st.items()})
+            adam_step_(params, grads, moments, lr, decay, self.optimizer.betas, self.optimizer.eps)
+        for p in self.stack.parameters.values():
             p.grad = None
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
