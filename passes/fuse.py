@@ -8,7 +8,9 @@ conv_a → σ → conv_b (σ a chain of channel-wise ops) computes the same as O
 - the conv_b's concatenate along input channels and their outputs sum, so their biases add.
 
 Smaller kernels are zero-padded to the largest one (a k×k kernel with padding k//2 centred in
-a K×K kernel with padding K//2 computes the same). The same rule fuses the zero blocks at a
+a K×K kernel with padding K//2 computes the same). Padding costs multiply-adds: 1×1 branches
+padded to 5×5 do 25× their work. When it would add more than ``pad_limit`` (a fraction of the
+branches' own MACs), the branches are fused per kernel size instead (one wide conv per size). The same rule fuses the zero blocks at a
 ``deepen`` site (h + z₁(h) + … + zₙ(h)). Branches that do not have this form (ResNet's F ends
 in a BN after its second conv; a shortcut) are left alone and ``explain`` says why. BN
 statistics are per channel, so the fused network is the same in train mode too.
@@ -119,7 +121,48 @@ def _signature(graph: Graph, br: Branch) -> tuple:
     return (br.source, graph.attrs_of(br.a).stride, sigma)
 
 
-def plan(graph: Graph) -> tuple[list[tuple[str, list[Branch]]], list[str]]:
+def _kernels(graph: Graph, br: Branch) -> tuple[int, int]:
+    return graph.attrs_of(br.a).kernel[0], graph.attrs_of(br.b).kernel[0]
+
+
+def padding_cost(graph: Graph, branches: list[Branch]) -> float:
+    """The MACs that padding every branch to the largest kernels adds, as a fraction of the
+    branches' own MACs (all read one source at one stride, so the spatial size cancels)."""
+    ka = max(_kernels(graph, br)[0] for br in branches)
+    kb = max(_kernels(graph, br)[1] for br in branches)
+    cin = graph.node(branches[0].source).type.channels
+    own = padded = 0
+    for br in branches:
+        hidden, cout = br.a.type.channels, br.b.type.channels
+        a, b = _kernels(graph, br)
+        own += hidden * (cin * a * a + cout * b * b)
+        padded += hidden * (cin * ka * ka + cout * kb * kb)
+    return padded / own - 1
+
+
+def _split_by_kernel(
+    graph: Graph, brs: list[Branch], pad_limit: float
+) -> tuple[list[list[Branch]], list[str]]:
+    """``brs`` as one group, or one group per kernel size when padding costs too much (not for
+    an Inception module's parts, which share their conv_b)."""
+    cost = padding_cost(graph, brs)
+    shared_b = len({br.b.id for br in brs}) < len(brs)
+    if cost <= pad_limit or shared_b:
+        return [brs], []
+    by_kernel: dict[tuple[int, int], list[Branch]] = {}
+    for br in brs:
+        by_kernel.setdefault(_kernels(graph, br), []).append(br)
+    groups = [g for g in by_kernel.values() if len(g) > 1]
+    notes = [
+        f"branch '{g[0].b.id}' is the only one with kernels {k[0]}/{k[1]}; padding it would add "
+        f"{100 * cost:.0f}% MACs"
+        for k, g in by_kernel.items()
+        if len(g) == 1
+    ]
+    return groups, notes
+
+
+def plan(graph: Graph, pad_limit: float = float("inf")) -> tuple[list[tuple[str, list[Branch]]], list[str]]:
     """Groups of ≥ 2 fusable branches per sum, and the reasons for everything left alone."""
     users = graph.users()
     groups: list[tuple[str, list[Branch]]] = []
@@ -143,7 +186,9 @@ def plan(graph: Graph) -> tuple[list[tuple[str, list[Branch]]], list[str]]:
             parts = {br.b.id for br in found if br.b.id in {x.b.id for x in brs}}
             whole = all(sum(x.b.id == b for x in brs) == sum(x.b.id == b for x in found) for b in parts)
             if len(brs) > 1 and whole:
-                fusable.append(brs)
+                groups_by_kernel, why = _split_by_kernel(graph, brs, pad_limit)
+                fusable += groups_by_kernel
+                left += why
             else:
                 left.append(f"branch '{brs[0].b.id}' has no partner with its source, stride and σ")
         if not fusable:
@@ -170,9 +215,13 @@ class Fuse(Pass):
     summary: ClassVar[str] = "merge parallel conv → σ → conv branches (R2R blocks and F) into wide convs"
 
     seed: int = option(0, "unused; kept so that every pass line has the same shape")
+    pad_limit: float = option(
+        1.0,
+        "pad smaller kernels to the largest while that adds at most this fraction of MACs; else fuse per kernel size",
+    )
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
-        groups, notes = plan(graph)
+        groups, notes = plan(graph, self.pad_limit)
         if not groups:
             return PassResult(graph, TensorStore(), False, self, {"fused": [], "explain": notes})
         rw = Rewriter(graph, store, self.seed)

@@ -223,23 +223,34 @@ def _fit(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return x
 
 
-def lower(graph: Graph, store: TensorStore) -> fx.GraphModule:
+def lower(graph: Graph, store: TensorStore, channels_last: bool | None = None) -> fx.GraphModule:
     """A GraphModule computing ``graph`` with the store's tensors as its parameters.
 
     Inputs are the graph's ``input`` nodes in order (batched); the result is one tensor, or a
     tuple when the graph has several ``output`` nodes. ``module.evoir_modules`` maps node ids
     to submodule names.
 
+    ``channels_last`` puts image inputs in NHWC memory order first, which the convolutions
+    then keep (the same values; only the layout differs). On a CPU that measured 1.3–1.5×
+    faster training and 3–5× faster evaluation (bench.layout_speed), so None, the default,
+    chooses it for every graph with a convolution.
+
     Raises:
         EvoirError: if the graph is invalid, a tensor is missing, or an op has no lowering.
     """
     graph.validate(store)
+    if channels_last is None:
+        channels_last = any(n.op == "conv2d" for n in graph.nodes)
     lw = _Lowerer(graph, store)
     values: dict[str, fx.Node] = {}
     outputs: list[fx.Node] = []
     for node in graph.nodes:
         if node.op == "input":
             values[node.id] = lw.fx.placeholder(re.sub(r"\W", "_", node.id))
+            if channels_last and node.type.rank == 3:
+                values[node.id] = lw.fx.call_method(
+                    "contiguous", (values[node.id],), {"memory_format": torch.channels_last}
+                )
             continue
         fn = LOWERINGS.get(node.op)
         if fn is None:

@@ -100,7 +100,7 @@ def lower_stacked(graphs: list[Graph], store: TensorStore) -> StackedModule:
     for k, g in enumerate(graphs[1:], 1):
         if architecture_key(g, store) != key:
             raise EvoirError(f"member {k} ('{g.name}') has another architecture than member 0")
-    module = lower(graphs[0], store)
+    module = lower(graphs[0], store, channels_last=False)  # a layout vmap does not carry
     _use_weight_major_linears(module)
     tensor_ids: list[dict[str, str]] = []
     seen: set[str] = set()

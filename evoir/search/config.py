@@ -75,7 +75,7 @@ class SearchConfig(BaseModel):
         "only members without convolutions (vmapped convolutions measured 3x slower on a CPU)",
     )
     batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(500, ge=1)
+    eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
     lr: float = Field(0.003, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
     augment: bool = False

@@ -122,6 +122,7 @@ class Search:
         self.optimizer = SharedAdam()
         self.modules: dict[str, torch.nn.Module] = {}
         self.step_flops: dict[str, int] = {}  # a training step's FLOPs, per member
+        self.validation: dict[str, Evaluation] = {}  # each member's latest, for the final report
         self.progress = Progress()
         self._started = time.monotonic()
         # When to stop before the next step: this invocation's budget or a signal. Trainers
@@ -426,6 +427,8 @@ class Search:
         members = [m for m in (self.members if members is None else members) if m.dropped is None]
         evaluations = self.evaluations_on(members, self.data.val)
         for m, ev in zip(members, evaluations, strict=True):
+            ev.steps = m.steps
+            self.validation[m.id] = ev
             self.correct[m.id] = ev.correct
             m.val_acc = ev.accuracy
             self.flops_eval += analyze(m.graph).flops * n
@@ -446,6 +449,7 @@ class Search:
         alive = {m.id for m in kept}
         self.modules = {k: v for k, v in self.modules.items() if k in alive}
         self.step_flops = {k: v for k, v in self.step_flops.items() if k in alive}
+        self.validation = {k: v for k, v in self.validation.items() if k in alive}
         self.correct = {k: v for k, v in self.correct.items() if k in alive}
         needed = {tid for m in kept for tid in m.graph.tensor_ids()}
         freed = self.store.retain(needed)
@@ -622,6 +626,13 @@ class Search:
     # ---- results -------------------------------------------------------------------------------
     def final_selection(self) -> list[Member]:
         return self.select(self.config.keep)
+
+    def validation_of(self, members: list[Member]) -> list[Evaluation]:
+        """The members' validation evaluations: the latest if every one is current (training
+        since then would have cleared it), else evaluated now."""
+        if all(m.id in self.validation and self.validation[m.id].steps == m.steps for m in members):
+            return [self.validation[m.id] for m in members]
+        return self.evaluations_on(members, self.data.val)
 
     def evaluation_on(self, member: Member, split) -> Evaluation:
         return self.evaluations_on([member], split)[0]

@@ -14,6 +14,7 @@ from .data import DataSet, Split
 class Evaluation:
     correct: torch.Tensor  # bool (N,)
     probs: torch.Tensor  # float (N, classes), on the CPU
+    steps: int | None = None  # the member's training steps when evaluated, where known
 
     @property
     def accuracy(self) -> float:
@@ -21,14 +22,14 @@ class Evaluation:
 
 
 def evaluate(
-    module: torch.nn.Module, data: DataSet, split: Split, device, batch_size: int = 500
+    module: torch.nn.Module, data: DataSet, split: Split, device, batch_size: int = 64
 ) -> Evaluation:
     """Run ``module`` in eval mode over ``split`` (then restore its mode)."""
     return evaluate_population(module, 1, data, split, device, batch_size)[0]
 
 
 def evaluate_population(
-    module: torch.nn.Module, count: int, data: DataSet, split: Split, device, batch_size: int = 500
+    module: torch.nn.Module, count: int, data: DataSet, split: Split, device, batch_size: int = 64
 ) -> list[Evaluation]:
     """``evaluate`` for a module whose forward returns ``count`` outputs, one per member (a
     population from ``lower_population``; one output is a population of one): every batch

@@ -34,7 +34,7 @@ def finalize(search: Search) -> dict:
     test_labels = data.test.labels
     # One pass over each split for all the final members (shared nodes once, stacks batched).
     test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
-    val_probs = [ev.probs for ev in search.evaluations_on(final, data.val)]
+    val_probs = [ev.probs for ev in search.validation_of(final)]
     probs = [test[m.id].probs for m in final]
     head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=cfg.seed)
     results = {
