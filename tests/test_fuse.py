@@ -10,11 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evoir import GraphBuilder, analyze
+from evoir.backends.torch_fx import lower
 from evoir.backends.verify import verify
 from evoir.passes import parse_pass
 from evoir.passes.canonicalize import Canonicalize
 from evoir.passes.dce import DeadCodeElimination
-from evoir.passes.fuse import Fuse
+from evoir.passes.fuse import Fuse, find_branches, padding_cost
 from evoir.passes.manager import PassManager
 from evoir.passes.random_mutation import random_mutation
 from evoir.templates import painter_base, resnet
@@ -38,7 +39,7 @@ def test_fuse_merges_F_and_every_zero_block_of_a_sum():
         ["widen{at=layer1.add,channels=4,kernel=1}", "widen{at=layer1.add,channels=2,kernel=5,seed=1}"],
     )
     before = store.snapshot()
-    result = Fuse()(graph, store)
+    result = Fuse(pad_limit=float("inf"))(graph, store)  # pad every kernel, whatever it costs
     (group,) = result.notes["fused"]
     assert group["at"] == "layer1.add" and group["hidden"] == 8 + 4 + 2 and group["kernel"] == [5, 3]
     add = result.graph.node("layer1.add")
@@ -51,6 +52,34 @@ def test_fuse_merges_F_and_every_zero_block_of_a_sum():
     assert all(torch.equal(store[t], v) for t, v in before.items())
     assert not set(result.added) & set(store)
     assert "'stem.relu' is the shortcut; it stays as it is" in result.notes["explain"][0]
+
+
+def test_fuse_groups_by_kernel_size_where_padding_costs_too_much():
+    graph, store = painter_base(width=8)
+    lines = [
+        "widen{at=layer1.add,channels=4,kernel=1}",
+        "widen{at=layer1.add,channels=4,kernel=1,seed=1}",
+        "widen{at=layer1.add,channels=2,kernel=5,seed=2}",
+    ]
+    graph = evolve(graph, store, lines)
+    users = graph.users()
+    branches = [br for head in graph.node("layer1.add").inputs for br in find_branches(graph, users, head)[0]]
+    # Own MACs per output pixel: F 8·(8·9 + 8·9), two 1×1 blocks 4·(8 + 8) each, the 5×5 block
+    # 2·(8·25 + 8·1) (an R2R projection is 1×1); all padded to 5×5 then 3×3: 18·(8·25 + 8·9).
+    own, padded = 8 * 144 + 2 * 4 * 16 + 2 * (8 * 25 + 8), 18 * (8 * 25 + 8 * 9)
+    assert padding_cost(graph, branches) == pytest.approx(padded / own - 1)
+    result = Fuse()(graph, store)  # default pad_limit=1: padding would add 1.9× the MACs
+    (group,) = result.notes["fused"]
+    assert group["kernel"] == [1, 1] and group["hidden"] == 8 and len(group["branches"]) == 2
+    assert sum("padding it would add" in n for n in result.notes["explain"]) == 2  # F and the 5×5
+    padded_result = Fuse(pad_limit=3.0)(graph, store)
+    (group,) = padded_result.notes["fused"]
+    assert group["kernel"] == [5, 3] and group["hidden"] == 8 + 4 + 4 + 2
+    x = torch.randn(2, 3, 32, 32)
+    reference = lower(graph, store).eval()(x)
+    for r in (result, padded_result):
+        r.commit(store)
+        torch.testing.assert_close(lower(r.graph, store).eval()(x), reference, atol=1e-5, rtol=1e-4)
 
 
 def test_resnet_F_is_left_alone_with_the_reason_and_zero_blocks_fuse():
@@ -74,7 +103,7 @@ def test_fuse_deepen_site_and_inception():
         store,
         ["deepen{at=layer2.out,kernels=[1,3,5],channels=2}", "inception{at=layer3.add,channels=2}"],
     )
-    result = Fuse()(graph, store)
+    result = Fuse(pad_limit=float("inf"))(graph, store)
     sites = {g["at"] for g in result.notes["fused"]}
     assert sites == {"layer2.out.deep", "layer3.add"}
     assert not any(n.op == "concat" for n in result.graph.nodes)

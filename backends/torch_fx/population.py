@@ -80,10 +80,12 @@ def union(graphs: list[Graph]) -> Union:
     return Union(graphs[0].with_nodes(nodes, name="population"), member_nodes, tuple(outputs))
 
 
-def lower_population(graphs: list[Graph], store: TensorStore) -> tuple[fx.GraphModule, Union]:
+def lower_population(
+    graphs: list[Graph], store: TensorStore, channels_last: bool | None = None
+) -> tuple[fx.GraphModule, Union]:
     """One module returning a tuple with every member's output (see ``union``)."""
     u = union(graphs)
-    return lower(u.graph, store), u
+    return lower(u.graph, store, channels_last), u
 
 
 class Gathered(torch.nn.Module):

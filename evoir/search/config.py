@@ -74,6 +74,10 @@ class SearchConfig(BaseModel):
         description="train and evaluate members of one architecture as one batched call; None: "
         "only members without convolutions (vmapped convolutions measured 3x slower on a CPU)",
     )
+    channels_last: bool | None = Field(
+        None,
+        description="image inputs in NHWC order; None: for networks with convolutions (bench.layout_speed)",
+    )
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
     lr: float = Field(0.003, gt=0)

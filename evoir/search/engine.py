@@ -158,7 +158,7 @@ class Search:
 
     def module(self, member: Member) -> torch.nn.Module:
         if member.id not in self.modules:
-            self.modules[member.id] = lower(member.graph, self.store)
+            self.modules[member.id] = lower(member.graph, self.store, self.config.channels_last)
         return self.modules[member.id]
 
     def new_id(self, prefix: str = "c") -> str:
@@ -406,7 +406,8 @@ class Search:
         if len(singles) == 1:
             parts.append((self.module(members[singles[0]]), singles))
         elif singles:
-            parts.append((lower_population([members[i].graph for i in singles], self.store)[0], singles))
+            graphs = [members[i].graph for i in singles]
+            parts.append((lower_population(graphs, self.store, self.config.channels_last)[0], singles))
         return (
             parts[0][0] if len(parts) == 1 and parts[0][1] == list(range(len(members))) else Gathered(parts)
         )
