@@ -17,6 +17,7 @@ tensors it would otherwise share, so training it cannot change another member's 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -46,6 +47,28 @@ from .optim import SharedAdam
 from .selection import coverage, select
 from .stacked import StackedTrainer, stack_groups
 from .stop import Deadline
+
+
+def timed(kind: str):
+    """Add the method's wall time to ``self.seconds[kind]`` (outermost timed call only, so
+    that training inside training is not counted twice)."""
+
+    def deco(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            if self._timing:
+                return method(self, *args, **kwargs)
+            self._timing = True
+            start = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._timing = False
+                self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    return deco
 
 
 class StopRequested(Exception):
@@ -123,6 +146,8 @@ class Search:
         self.modules: dict[str, torch.nn.Module] = {}
         self.step_flops: dict[str, int] = {}  # a training step's FLOPs, per member
         self.validation: dict[str, Evaluation] = {}  # each member's latest, for the final report
+        self.seconds: dict[str, float] = {}  # wall time by kind of work in this process (``timed``)
+        self._timing = False
         self.progress = Progress()
         self._started = time.monotonic()
         # When to stop before the next step: this invocation's budget or a signal. Trainers
@@ -218,6 +243,7 @@ class Search:
         return graph.with_nodes(nodes)
 
     # ---- training and evaluation ----------------------------------------------------------
+    @timed("train")
     def joint_train(self, steps: int, members: list[Member] | None = None) -> None:
         """Each step picks one of ``members`` (default: all) uniformly at random and takes one
         Adam step on it (Painter's Algorithm 4; with one member, plain training).
@@ -301,6 +327,7 @@ class Search:
         self.config = self.config.model_copy(update={"budget_s": budget_s})
         self.deadline = Deadline(budget_s)
 
+    @timed("train")
     def train_each(self, members: list[Member], steps: int) -> None:
         """Train every one of ``members`` on its own for ``steps`` steps.
 
@@ -412,6 +439,7 @@ class Search:
             parts[0][0] if len(parts) == 1 and parts[0][1] == list(range(len(members))) else Gathered(parts)
         )
 
+    @timed("evaluate")
     def evaluations_on(self, members: list[Member], split) -> list[Evaluation]:
         """Every member's evaluation on ``split``, in one pass over the data
         (``population_module``); the results are those of evaluating them one by one."""
@@ -551,6 +579,7 @@ class Search:
         self.progress.on_generation(record)
 
     # ---- checkpoints -------------------------------------------------------------------------
+    @timed("checkpoint")
     def save_checkpoint(self) -> None:
         tensors: dict[str, torch.Tensor] = {}
         buffers = []

@@ -6,6 +6,7 @@ The test split is touched here and nowhere else (Real et al.; the report §5.3).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -96,6 +97,7 @@ def finalize(search: Search) -> dict:
         )
         + "\n",
     )
+    results["seconds"] = time_spent(search)
     atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / "summary.md", summary_markdown(search, results))
     events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
@@ -103,6 +105,15 @@ def finalize(search: Search) -> dict:
     plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
     plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
     return results
+
+
+def time_spent(search: Search) -> dict[str, float]:
+    """This invocation's wall time by kind of work, the rest as ``other`` (mutations, plots,
+    writing files)."""
+    seconds = {kind: round(s, 1) for kind, s in sorted(search.seconds.items())}
+    total = time.monotonic() - search._started
+    seconds["other"] = round(max(0.0, total - sum(search.seconds.values())), 1)
+    return seconds
 
 
 def _fmt_flops(f: float) -> str:
@@ -168,6 +179,9 @@ def summary_markdown(search: Search, r: dict) -> str:
         lines += ["", f"Best network's lineage ({len(r['best']['lineage'])} passes, last {len(shown)}):", ""]
         lines += [f"    {line}" for line in shown]
     lines += ["", f"{r['candidates_evaluated']} candidates trained and evaluated."]
+    if r.get("seconds"):
+        spent = ", ".join(f"{kind} {s:.1f} s" for kind, s in r["seconds"].items())
+        lines += ["", f"Wall time of this invocation: {spent}."]
     last = search.history[-1] if search.history else {}
     if last:
         ratio = last["store_bytes"] / max(1, last["independent_bytes"])
