@@ -4,7 +4,8 @@
 painter-base members, take the same training steps through the engine's ``train_each`` both ways, timed side by side (median of
 interleaved repeats), then are evaluated on the validation split both ways. Two input sizes:
 CIFAR-10 (3,072 inputs, the speciation benchmark's setting) and the synthetic set (768
-inputs, the size of Baughman & Wozniak's Fashion-MNIST). Target: stacked ≥ 3× faster.
+inputs, the size of Baughman & Wozniak's Fashion-MNIST). Target: stacked ≥ 3× faster. The
+measured ratios set ``config.stack_members``'s default (``evoir.search.stacked.stacks``).
 Figures go to bench/results/cpu/stacked_members.json.
 
     python -m bench.stacked_members [--data-dir DIR] [--members 8] [--steps 20] [--repeats 5]
@@ -55,7 +56,10 @@ def population(
 
 def measure(data, dataset: str, start: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {s: population(data, dataset, start, args.members, s, Path(tmp)) for s in (False, True)}
+        runs = {
+            s: population(data, dataset, start, args.members, s, Path(tmp), args.device)
+            for s in (False, True)
+        }
         train = interleaved(
             {
                 "one at a time": lambda: runs[False].train_each(runs[False].members, args.steps),
@@ -94,6 +98,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20, help="training steps per member per repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "stacked_members.json"
     )

@@ -25,9 +25,17 @@ PIPELINE = ("canonicalize", "fuse", "dce")
 @click.option(
     "--explain", is_flag=True, help="Only report what would be fused and why the rest is left alone."
 )
+@click.option(
+    "--pad-limit",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Pad smaller kernels to the largest while that adds at most this fraction of MACs; "
+    "past it, fuse per kernel size ('inf': always pad).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @samples_option
-def fuse_cmd(model_path, output, explain, force, samples):
+def fuse_cmd(model_path, output, explain, pad_limit, force, samples):
     """Merge parallel conv → σ → conv branches of each residual sum into one wide branch.
 
     Runs canonicalize, fuse and dce, then checks the function like every preserving pass
@@ -38,13 +46,16 @@ def fuse_cmd(model_path, output, explain, force, samples):
     Examples:
       evoir fuse evolved.json                 # writes evolved-fused.json
       evoir fuse evolved.json --explain       # what fuses, and why the rest does not
+      evoir fuse evolved.json --pad-limit inf # one padded branch per sum, whatever it costs
     """
     from evoir.backends.verify import verify
 
     model = load(model_path)
     if not explain:
         output = check_output(output or model_path.with_name(f"{model_path.stem}-fused.json"), force)
-    pipeline = PassManager(list(PIPELINE)).run(model.graph, model.store)
+    pipeline = PassManager(["canonicalize", f"fuse{{pad_limit={pad_limit}}}", "dce"]).run(
+        model.graph, model.store
+    )
     fuse_result = pipeline.results[PIPELINE.index("fuse")]
     for group in fuse_result.notes["fused"]:
         kernels = "×".join(str(k) for k in group["kernel"])

@@ -180,7 +180,7 @@ def plan(graph: Graph, pad_limit: float = float("inf")) -> tuple[list[tuple[str,
         by_sig: dict[tuple, list[Branch]] = {}
         for br in found:
             by_sig.setdefault(_signature(graph, br), []).append(br)
-        fusable, left = [], []
+        fusable, left, unpadded = [], [], []
         for brs in by_sig.values():
             # An Inception conv_b can only go if every one of its parts fuses in this group.
             parts = {br.b.id for br in found if br.b.id in {x.b.id for x in brs}}
@@ -189,9 +189,11 @@ def plan(graph: Graph, pad_limit: float = float("inf")) -> tuple[list[tuple[str,
                 groups_by_kernel, why = _split_by_kernel(graph, brs, pad_limit)
                 fusable += groups_by_kernel
                 left += why
+                unpadded += why
             else:
                 left.append(f"branch '{brs[0].b.id}' has no partner with its source, stride and σ")
-        if not fusable:
+        if not fusable:  # nothing fuses here; say so only where padding was the reason
+            notes += [f"{node.id}: left alone: {why}" for why in unpadded]
             continue
         groups += [(node.id, brs) for brs in fusable]
         sources = {br.source for br in found}

@@ -158,3 +158,16 @@ def test_fuse_command(evoir_cli, painter_file, tmp_path):
     assert "same function" in result.out and (tmp_path / "w-fused.json").exists()
     assert evoir_cli("verify", "w.json", "w-fused.json").code == 0
     assert_user_error(evoir_cli("fuse", "w.json"), "exists; pass --force")
+
+
+def test_fuse_pad_limit(evoir_cli, painter_file):
+    # A 1×1 and a 5×5 zero block beside F's 3×3: padding all to 5×5 more than doubles the MACs.
+    for kernel, out in ((1, "w1.json"), (5, "w5.json")):
+        src = "w1.json" if kernel == 5 else str(painter_file)
+        line = ["--op", "widen", "--at", "layer1.add", "--kernel", str(kernel), "-o", out]
+        assert evoir_cli("mutate", src, *line).code == 0
+    grouped = evoir_cli("fuse", "w5.json", "--explain")
+    assert grouped.code == 0 and "nothing to fuse" in grouped.out and "padding it would add" in grouped.out
+    padded = evoir_cli("fuse", "w5.json", "--explain", "--pad-limit", "inf")
+    assert padded.code == 0 and "fuse at layer1.add: 3 conv_b" in padded.out
+    assert_user_error(evoir_cli("fuse", "w5.json", "--pad-limit", "-1"), "--pad-limit")

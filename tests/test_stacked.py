@@ -15,7 +15,7 @@ from evoir.search.data import load_dataset
 from evoir.search.merge import reinitialize
 from evoir.search.optim import SharedAdam
 from evoir.search.speciation import IndependentSearch
-from evoir.search.stacked import StackedTrainer, stack_groups
+from evoir.search.stacked import StackedTrainer, stack_groups, stacks
 from evoir.search.start import initial_network
 from evoir.templates import painter_base
 from evoir.templates.mlp import mlp
@@ -209,7 +209,7 @@ def test_a_failing_member_leaves_its_stack_and_the_others_train_on(data, tmp_pat
 
 
 def test_population_module_evaluates_stacks_and_the_rest_as_one_by_one(data, tmp_path):
-    search = _independent(data, tmp_path, "eval")
+    search = _independent(data, tmp_path, "eval", stack_members=True)
     base = search.members[0]
     g, added = reinitialize(base.graph, search.store, torch.Generator().manual_seed(9))
     sibling = search.adopt(g, added, id="sib")
@@ -224,10 +224,18 @@ def test_population_module_evaluates_stacks_and_the_rest_as_one_by_one(data, tmp
         torch.testing.assert_close(ev.probs, alone.probs, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("start", "stacked"), [("mlp", True), ("painter-base", False)])
-def test_by_default_only_dense_members_are_stacked(data, tmp_path, start, stacked):
-    search = _independent(data, tmp_path, start, start=start)  # stack_members left at None
+@pytest.mark.parametrize("setting", [None, True, False])
+def test_which_members_stack(data, tmp_path, setting):
+    search = _independent(data, tmp_path, str(setting), start="mlp", stack_members=setting)
     base = search.members[0]
     g, added = reinitialize(base.graph, search.store, torch.Generator().manual_seed(1))
     search.adopt(g, added, id="sib")
-    assert search.architecture_groups(search.members) == ([[0, 1]] if stacked else [[0], [1]])
+    assert search.architecture_groups(search.members) == ([[0, 1]] if setting else [[0], [1]])
+
+
+def test_the_default_stacks_dense_members_on_a_gpu_only():
+    dense, _ = mlp((3, 4, 4))
+    conv, _ = painter_base(input_shape=(3, 16, 16), width=8)
+    assert stacks(dense, "cuda", None) and not stacks(dense, "cpu", None)
+    assert not stacks(conv, "cuda", None) and not stacks(conv, "cpu", None)
+    assert stacks(conv, "cpu", True) and not stacks(dense, "cuda", False)

@@ -72,7 +72,7 @@ class SearchConfig(BaseModel):
     stack_members: bool | None = Field(
         None,
         description="train and evaluate members of one architecture as one batched call; None: "
-        "only members without convolutions (vmapped convolutions measured 3x slower on a CPU)",
+        "dense members on a GPU, never on a CPU (measured no faster there; see search/stacked.py)",
     )
     channels_last: bool | None = Field(
         None,

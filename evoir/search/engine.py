@@ -45,7 +45,7 @@ from .data import DataSet
 from .evaluate import Evaluation, evaluate_population
 from .optim import SharedAdam
 from .selection import coverage, select
-from .stacked import StackedTrainer, stack_groups
+from .stacked import StackedTrainer, stack_groups, stacks
 from .stop import Deadline
 
 
@@ -365,18 +365,15 @@ class Search:
                 trainer.finish(self.store)
 
     def architecture_groups(self, members: list[Member]) -> list[list[int]]:
-        """Which members to stack (``config.stack_members``; bench/stacked_members.py measures
-        the default: stacking pays for dense networks, vmapped convolutions are slower)."""
-        if self.config.stack_members is False:
-            return [[i] for i in range(len(members))]
+        """Which members to stack: groups of one architecture (``stack_groups``) where
+        ``stacks`` allows it, else each member on its own."""
         groups = stack_groups([m.graph for m in members], self.store)
-        if self.config.stack_members is None:
-            unstacked = []
-            for g in groups:
-                convolutional = any(n.op == "conv2d" for n in members[g[0]].graph.nodes)
-                unstacked += [[i] for i in g] if convolutional else [g]
-            groups = unstacked
-        return groups
+        setting = self.config.stack_members
+        return [
+            part
+            for g in groups
+            for part in ([g] if stacks(members[g[0]].graph, self.device, setting) else [[i] for i in g])
+        ]
 
     def train_stacked(
         self, unit: list[Member], trainers: dict, units: list, batch: dict, training: list

@@ -19,6 +19,18 @@ from evoir.store import TensorStore
 from .optim import SharedAdam, adam_step_
 
 
+def stacks(graph, device: torch.device, setting: bool | None) -> bool:
+    """Whether members with ``graph``'s architecture train and evaluate stacked: ``setting``
+    (``config.stack_members``) when given, else the measured default. On a CPU stacking was
+    no faster for dense networks (0.9–1.2×, bench.stacked_members: the matmuls already run
+    near the machine's rate) and 3× slower for convolutional ones (vmapped convolutions become
+    grouped ones), so a CPU never stacks by default. On a GPU, where a small network's time
+    is kernel launches, dense networks stack; that default is not yet measured."""
+    if setting is not None:
+        return setting
+    return torch.device(device).type != "cpu" and not any(n.op == "conv2d" for n in graph.nodes)
+
+
 def stack_groups(graphs: list, store: TensorStore) -> list[list[int]]:
     """Indices of ``graphs`` grouped by architecture, in first-seen order, such that no group
     holds two graphs that share a tensor (such a graph starts a group of its own)."""
