@@ -99,6 +99,17 @@ def _data(config):
     show_default=True,
     help="ne: rescale a child's learning rate and weight decay by |θ_parent|/|θ_child| (App. C.3).",
 )
+@click.option(
+    "--stack-members/--no-stack-members",
+    default=None,
+    help="Train and evaluate members of one architecture as one batched (vmap) call "
+    "(default: dense members on a GPU, never on a CPU, where it measured no faster).",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Image inputs in NHWC order (default: for networks with convolutions, measured faster).",
+)
 @click.option("--selection", type=click.Choice(["topk", "coevolution"]), default="topk", show_default=True)
 @click.option(
     "--coevolution-decay",

@@ -45,6 +45,34 @@ def test_search_writes_the_run_folder(evoir_cli, tmp_path, small_start):
         assert row in summary
     assert "gen   3: best" in result.out and "test accuracy: best single" in result.out
     assert json.loads((run / "config.json").read_text())["population"] == 3
+    seconds = json.loads((run / "results.json").read_text())["seconds"]
+    assert set(seconds) == {"train", "evaluate", "checkpoint", "other"} and seconds["train"] > 0
+    assert "Wall time of this invocation: checkpoint" in summary
+
+
+def test_speciation_with_stacked_members_from_the_cli(evoir_cli, tmp_path):
+    args = [
+        "--strategy",
+        "independent",
+        "--start",
+        "mlp",
+        "--dataset",
+        "synthetic",
+        "-M",
+        "3",
+        "-K",
+        "2",
+        "-G",
+        "1",
+    ]
+    result = evoir_cli(
+        "search", *args, "--initial-steps", "8", "--steps", "4", "--stack-members", "--out", "run"
+    )
+    assert result.code == 0, result.err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["stack_members"] is True and config["channels_last"] is None
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert [e["steps"] for e in events if e["generation"] == 1] == [12, 12, 12]
 
 
 def _run(args, cwd):
