@@ -9,6 +9,7 @@ from torch import nn
 
 from evoir import UnsupportedError
 from evoir.backends.torch_fx import import_module, lower
+from evoir.ops import ACTIVATIONS
 
 
 def test_resnet18_imports_lowers_and_reproduces_outputs():
@@ -73,3 +74,43 @@ def test_untraceable_module_is_reported():
 
     with pytest.raises(UnsupportedError, match="cannot trace"):
         import_module(Branchy(), (3, 4, 4))
+
+
+def test_relu6_hardswish_and_hardsigmoid_import_and_serve_as_sigma():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.ReLU6()
+            self.hs = nn.Hardswish()
+            self.gate = nn.Hardsigmoid()
+
+        def forward(self, x):
+            h = self.act(self.conv(x))
+            return torch.nn.functional.relu6(self.gate(self.hs(h)) + torch.nn.functional.hardswish(h))
+
+    model = Plain().eval()
+    graph, store = import_module(model, (3, 6, 6))
+    assert [n.op for n in graph.nodes if n.op in ACTIVATIONS] == [
+        "relu6",
+        "hardswish",
+        "hardsigmoid",
+        "hardswish",
+        "relu6",
+    ]
+    x = torch.randn(2, 3, 6, 6) * 4  # reaches every bend: −3, 0, 3 and 6
+    torch.testing.assert_close(lower(graph, store)(x), model(x))
+
+
+@pytest.mark.parametrize("sigma", ["relu6", "hardswish", "hardsigmoid"])
+def test_new_activations_as_the_zero_blocks_sigma_preserve_the_function(sigma):
+    from evoir.passes.widen import Widen
+    from evoir.templates import painter_base
+
+    graph, store = painter_base(input_shape=(3, 8, 8), width=8)
+    result = Widen(at="layer2.add", channels=4, sigma=sigma)(graph, store)
+    view = result.commit(store)
+    x = torch.randn(3, 3, 8, 8)
+    before, after = lower(graph, store).eval()(x), lower(result.graph, view).eval()(x)
+    assert any(n.op == sigma for n in result.graph.nodes)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)

@@ -227,6 +227,22 @@ def _unary(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final(_UNARY[node.op], args, node)
 
 
+@lowers("relu6")
+def _relu6(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("Clip", [args[0], ex.const(node, 0.0), ex.const(node, 6.0)], node)
+
+
+@lowers("hardswish")
+def _hardswish(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("HardSwish", args, node)
+
+
+@lowers("hardsigmoid")
+def _hardsigmoid(ex: Exporter, node: Node, args: list[str]) -> str:
+    # ONNX's max(0, min(1, αx + β)); PyTorch's relu6(x + 3) / 6 is α = 1/6, β = 1/2.
+    return ex.final("HardSigmoid", args, node, alpha=1.0 / 6.0, beta=0.5)
+
+
 @lowers("leaky_relu")
 def _leaky_relu(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("LeakyRelu", args, node, alpha=ex.attrs(node).negative_slope)

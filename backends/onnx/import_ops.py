@@ -72,6 +72,33 @@ def _leaky_relu(imp: Importer, n: onnx.NodeProto) -> None:
     imp.emit(n, "leaky_relu", [imp.arg(n)], {"negative_slope": alpha})
 
 
+@imports("Clip")
+def _clip(imp: Importer, n: onnx.NodeProto) -> None:
+    low, high = imp.input_name(n, 1), imp.input_name(n, 2)
+    if imp.is_const(low, 0.0) and imp.is_const(high, 6.0):
+        imp.emit(n, "relu6", [imp.arg(n)])
+    elif imp.is_const(low, 0.0) and not high:
+        imp.emit(n, "relu", [imp.arg(n)])
+    else:
+        raise imp.unsupported(n, "a Clip other than to [0, 6] (relu6) or [0, ∞) (relu)")
+
+
+@imports("HardSwish")
+def _hardswish(imp: Importer, n: onnx.NodeProto) -> None:
+    imp.emit(n, "hardswish", [imp.arg(n)])
+
+
+@imports("HardSigmoid")
+def _hardsigmoid(imp: Importer, n: onnx.NodeProto) -> None:
+    a = imp.attrs(n)
+    alpha, beta = float_attr(a.get("alpha", 0.2)), float_attr(a.get("beta", 0.5))
+    if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+        raise imp.unsupported(
+            n, f"HardSigmoid with alpha={alpha}, beta={beta}; evoir's is PyTorch's (1/6, 1/2)"
+        )
+    imp.emit(n, "hardsigmoid", [imp.arg(n)])
+
+
 @imports("Gelu")
 def _gelu(imp: Importer, n: onnx.NodeProto) -> None:
     imp.emit(n, "gelu", [imp.arg(n)], {"approximate": imp.attrs(n).get("approximate", "none")})

@@ -30,6 +30,9 @@ _ACT_MODULES = {
     nn.SiLU: "silu",
     nn.Tanh: "tanh",
     nn.Sigmoid: "sigmoid",
+    nn.ReLU6: "relu6",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
     nn.Identity: "identity",
 }
 _ACT_FUNCTIONS = {
@@ -42,6 +45,9 @@ _ACT_FUNCTIONS = {
     F.tanh: "tanh",
     torch.sigmoid: "sigmoid",
     F.sigmoid: "sigmoid",
+    F.relu6: "relu6",
+    F.hardswish: "hardswish",
+    F.hardsigmoid: "hardsigmoid",
 }
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 _ADD = {operator.add, operator.iadd, torch.add}

@@ -26,7 +26,18 @@ def _activation(op_name: str, attrs: type[OpAttrs] | None = None) -> type[OpSpec
     return register(cls)
 
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "identity")
+ACTIVATIONS: tuple[str, ...] = (
+    "relu",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "relu6",  # min(max(x, 0), 6): MobileNet's
+    "hardswish",  # x · relu6(x + 3) / 6: MobileNetV3's
+    "hardsigmoid",  # relu6(x + 3) / 6: MobileNetV3's squeeze-excitation gate
+    "identity",
+)
 """Names of the element-wise activation ops, in the order the CLI offers them."""
 
 for _name in ACTIVATIONS:
