@@ -114,3 +114,38 @@ def test_new_activations_as_the_zero_blocks_sigma_preserve_the_function(sigma):
     before, after = lower(graph, store).eval()(x), lower(result.graph, view).eval()(x)
     assert any(n.op == sigma for n in result.graph.nodes)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+
+
+class SpatialMeans(nn.Module):
+    """The spellings of global pooling and flattening that torchvision's models use."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        squeeze = h.mean((2, 3), keepdim=True)  # squeeze-excitation's squeeze (MobileNetV3, EfficientNet)
+        a = self.fc(h.mean([-2, -1])) + self.fc(squeeze.flatten(1))  # MNASNet: no keepdim is (N, C)
+        b = self.fc(torch.mean(h, dim=(2, 3), keepdim=True).flatten(start_dim=1))
+        c = self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, (1, 1)), 1))
+        return a + b + c
+
+
+def test_mean_and_flatten_spellings_import():
+    model = SpatialMeans().eval()
+    graph, store = import_module(model, (3, 5, 5))
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("global_avgpool") == 4 and ops.count("flatten") == 4
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(lower(graph, store)(x), model(x))
+
+
+def test_mean_over_other_axes_is_refused_with_the_reason():
+    class ChannelMean(nn.Module):
+        def forward(self, x):
+            return x.mean(1, keepdim=True)
+
+    with pytest.raises(UnsupportedError, match=r"mean over dims 1 \(only the spatial axes"):
+        import_module(ChannelMean(), (3, 4, 4))

@@ -209,11 +209,11 @@ class _Importer:
                 raise self.unsupported(n, f"concatenation along dim {dim} (only channels, dim=1)")
             self.emit(n, "concat", [self.arg(n, a) for a in tensors])
         elif t is torch.flatten:
-            start = n.kwargs.get("start_dim", n.args[1] if len(n.args) > 1 else 0)
-            end = n.kwargs.get("end_dim", n.args[2] if len(n.args) > 2 else -1)
-            if start != 1 or end != -1:
+            if _flatten_dims(n) != (1, -1):
                 raise self.unsupported(n, "flatten must keep the batch axis (start_dim=1)")
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
+        elif t is torch.mean:
+            self.spatial_mean(n)
         elif t is F.adaptive_avg_pool2d:
             size = n.kwargs.get("output_size", n.args[1] if len(n.args) > 1 else None)
             if size not in (1, (1, 1), [1, 1]):
@@ -221,6 +221,21 @@ class _Importer:
             self.emit(n, "global_avgpool", [self.arg(n, n.args[0])])
         else:
             raise self.unsupported(n, "function is not in evoir's op set")
+
+    def spatial_mean(self, n: fx.Node) -> None:
+        """``x.mean((2, 3), keepdim=True)`` (or ``torch.mean``, dims ``[-2, -1]``): global
+        average pooling; without ``keepdim``, followed by a flatten (the (N, C) result)."""
+        dims = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None)
+        keepdim = n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False)
+        x = self.arg(n, n.args[0])
+        axes = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if x.type.rank != 3 or sorted(d % 4 for d in axes) != [2, 3]:
+            raise self.unsupported(n, f"mean over dims {dims} (only the spatial axes (2, 3) of an image)")
+        if keepdim:
+            self.emit(n, "global_avgpool", [x])
+            return
+        pooled = self.emit(n, "global_avgpool", [x], name=f"{n.name}.pool")
+        self.emit(n, "flatten", [pooled])
 
     def call_method(self, n: fx.Node) -> None:
         method = n.target
@@ -230,8 +245,10 @@ class _Importer:
             self.emit(n, _ACT_METHODS[method], [self.arg(n, n.args[0])])
         elif method in ("add", "add_") and len(n.args) == 2 and not n.kwargs:
             self.emit(n, "add", [self.arg(n, a) for a in n.args])
-        elif method == "flatten" and tuple(n.args[1:]) in ((1,), (1, -1)):
+        elif method == "flatten" and _flatten_dims(n) == (1, -1):
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
+        elif method == "mean":
+            self.spatial_mean(n)
         elif (
             method in ("view", "reshape")
             and len(n.args) == 3
@@ -241,6 +258,13 @@ class _Importer:
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
         else:
             raise self.unsupported(n, "method is not in evoir's op set")
+
+
+def _flatten_dims(n: fx.Node) -> tuple:
+    """(start_dim, end_dim) of a ``x.flatten(...)`` call, positional or keyword."""
+    start = n.kwargs.get("start_dim", n.args[1] if len(n.args) > 1 else 0)
+    end = n.kwargs.get("end_dim", n.args[2] if len(n.args) > 2 else -1)
+    return (start, end)
 
 
 def _target_name(n: fx.Node) -> str:
