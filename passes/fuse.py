@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from evoir.graph import Graph, Node
 from evoir.ops import get_op
+from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
@@ -74,7 +75,7 @@ def _chain_up(
     node = start
     while node.op != "conv2d":
         spec = get_op(node.op)
-        if spec is None or not spec.channelwise or node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+        if spec is None or not spec.channelwise or node.op in POOLS:
             return None, [], f"'{node.id}' ({node.op}) before '{head}' is not a channel-wise σ"
         if len(users[node.id]) != 1:
             return None, [], f"'{node.id}' is read outside the branch of '{head}'"

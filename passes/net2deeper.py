@@ -18,6 +18,7 @@ import torch
 from evoir.errors import PassError
 from evoir.graph import Graph, Node
 from evoir.ops import ACTIVATIONS
+from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 from evoir.types import TORCH_DTYPES
 
@@ -29,7 +30,7 @@ ACTS = ("relu", "none")
 """Activations the new layer may have: ReLU is idempotent (relu(relu(x)) = relu(x)); "none"
 inserts the linear layer alone."""
 
-KEEPS_SIGN = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "dropout", "identity")
+KEEPS_SIGN = (*POOLS, "flatten", "dropout", "identity")
 """Ops between the preceding activation and the new layer that keep every value ≥ 0 when their
 input is (windowed max and mean, reshaping, dropout's non-negative rescaling)."""
 

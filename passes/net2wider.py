@@ -24,13 +24,14 @@ import torch
 from evoir.errors import PassError
 from evoir.graph import Graph, Node
 from evoir.ops import ACTIVATIONS
+from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
 from .rewrite import Rewriter
 from .topology import PARAM_LAYERS
 
-FOLLOW = frozenset({*ACTIVATIONS, "batchnorm2d", "maxpool2d", "avgpool2d", "global_avgpool", "dropout"})
+FOLLOW = frozenset({*ACTIVATIONS, *POOLS, "batchnorm2d", "dropout"})
 """Ops whose output channel c is computed from input channel c alone and keeps its index, so
 a channel map on their input carries over to their output unchanged (dropout only with p = 0:
 see ``_blocker``)."""

@@ -26,6 +26,7 @@ import torch
 from evoir.errors import PassError
 from evoir.graph import Graph, Node
 from evoir.ops import get_op
+from evoir.ops.pool import POOLS
 
 from .rewrite import Rewriter
 
@@ -66,7 +67,7 @@ def parse_sigma(spec: str, rank: int, paired: bool = True) -> tuple[str, ...]:
             )
         if op == "batchnorm2d" and rank != 3:
             raise PassError("σ op 'bn' needs an image tensor (C,H,W); use an activation for vectors")
-        if get_op(op).min_inputs != 1 or op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+        if get_op(op).min_inputs != 1 or op in POOLS:
             raise PassError(f"σ op '{op}' changes the shape; σ must be a channel-wise activation or BN")
     return ops
 

@@ -65,6 +65,8 @@ OP_CASES = [
     ("avgpool2d", CHW, dict(kernel=3, stride=2, padding=1, count_include_pad=False), 1),
     ("avgpool2d", CHW, dict(kernel=(2, 3), stride=2, padding=1, ceil_mode=True), 1),
     ("avgpool2d", CHW, dict(kernel=(2, 3), stride=2, padding=1, ceil_mode=True, count_include_pad=False), 1),
+    ("adaptive_avgpool2d", CHW, dict(output=(2, 4)), 1),  # overlapping bins on W
+    ("adaptive_avgpool2d", CHW, dict(output=(7, 3)), 1),  # more rows than the input has
     ("global_avgpool", CHW, {}, 1),
     ("flatten", CHW, {}, 1),
     ("flatten", VEC, {}, 1),

@@ -33,7 +33,7 @@ from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.names import fresh_name
 from evoir.ops.fit import nearest_indices
-from evoir.ops.pool import Pool2dAttrs
+from evoir.ops.pool import Pool2dAttrs, adaptive_bins
 from evoir.store import TensorStore
 from evoir.types import TORCH_DTYPES
 
@@ -140,6 +140,13 @@ class Exporter:
     def int_const(self, node: Node, values: list[int]) -> str:
         name = self.fresh(f"{node.id}/const")
         tensor = helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
+        return name
+
+    def matrix(self, node: Node, value: torch.Tensor) -> str:
+        """A ``Constant`` tensor of any shape (in ``value``'s dtype)."""
+        name = self.fresh(f"{node.id}/const")
+        tensor = tensor_proto(name, value)
         self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
         return name
 
@@ -275,6 +282,26 @@ def _add(ex: Exporter, node: Node, args: list[str]) -> str:
 @lowers("concat")
 def _concat(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Concat", args, node, axis=1)
+
+
+def adaptive_matrix(size: int, out: int, dtype: torch.dtype) -> torch.Tensor:
+    """(out, size): row i averages ``adaptive_bins(size, out)[i]``."""
+    m = torch.zeros(out, size, dtype=dtype)
+    for i, (start, end) in enumerate(adaptive_bins(size, out)):
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+@lowers("adaptive_avgpool2d")
+def _adaptive_avgpool(ex: Exporter, node: Node, args: list[str]) -> str:
+    """x · A_wᵀ averages the columns, then A_h · (…) the rows: two MatMuls with constant
+    averaging matrices, exact for any sizes (ONNX has no adaptive pooling)."""
+    src, (oh, ow) = ex.in_type(node), ex.attrs(node).output
+    dtype = TORCH_DTYPES[src.dtype]
+    cols = ex.matrix(node, adaptive_matrix(src.shape[2], ow, dtype).T.contiguous())
+    rows = ex.matrix(node, adaptive_matrix(src.shape[1], oh, dtype))
+    y = ex.aux("MatMul", [args[0], cols], node)
+    return ex.final("MatMul", [rows, y], node)
 
 
 @lowers("global_avgpool")

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
+import torch
 
 from evoir.ops.fit import nearest_indices
 
-from .export import GELU_ERF, GELU_TANH, SILU
+from .export import GELU_ERF, GELU_TANH, SILU, adaptive_matrix
 from .import_ops import emit_layernorm, emit_pool
 
 if TYPE_CHECKING:
@@ -193,7 +194,33 @@ def _match_fit(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
     return True
 
 
+def _match_adaptive_avgpool(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+    """MatMul(x, A_wᵀ) → MatMul(A_h, ·) with PyTorch's adaptive averaging matrices (what
+    ``to_onnx`` writes): adaptive_avgpool2d."""
+    x = imp.values.get(n.input[0]) if n.input else None
+    cols = imp.array(imp.input_name(n, 1))
+    if x is None or x.type.rank != 3 or cols is None or cols.ndim != 2:
+        return False
+    _, h, w = x.type.shape
+    found = imp.only_user(n.output[0], "MatMul")
+    if found is None or found[1].input[1] != n.output[0]:
+        return False
+    rows = imp.array(found[1].input[0])
+    if rows is None or rows.ndim != 2 or cols.shape[0] != w or rows.shape[1] != h:
+        return False
+    oh, ow = rows.shape[0], cols.shape[1]
+    want_rows = adaptive_matrix(h, oh, torch.float64).numpy()
+    want_cols = adaptive_matrix(w, ow, torch.float64).numpy().T
+    tol = 1e-3 if rows.dtype.itemsize <= 2 else 1e-6
+    if not (np.allclose(rows, want_rows, atol=tol) and np.allclose(cols, want_cols, atol=tol)):
+        return False
+    imp.done.add(found[0])
+    imp.emit(found[1], "adaptive_avgpool2d", [x], {"output": (oh, ow)})
+    return True
+
+
 MATCHERS = {
+    "MatMul": [_match_adaptive_avgpool],
     "Div": [_chain_matcher("gelu", {"approximate": "none"}, GELU_ERF)],
     "Mul": [_chain_matcher("gelu", {"approximate": "tanh"}, GELU_TANH)],
     "Sigmoid": [_chain_matcher("silu", {}, SILU)],

@@ -161,11 +161,8 @@ class _Importer:
             self.emit(n, op, x, attrs, name=name)
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
             self.pool(n, m, x, name)
-        elif isinstance(m, (nn.AdaptiveAvgPool2d)):
-            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
-            if tuple(size) != (1, 1):
-                raise self.unsupported(n, f"adaptive pooling to {size} (only global pooling, 1x1)")
-            self.emit(n, "global_avgpool", x, name=name)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            self.adaptive_pool(n, x[0], m.output_size, name)
         elif isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 raise self.unsupported(n, "flatten must keep the batch axis (start_dim=1, end_dim=-1)")
@@ -216,11 +213,21 @@ class _Importer:
             self.spatial_mean(n)
         elif t is F.adaptive_avg_pool2d:
             size = n.kwargs.get("output_size", n.args[1] if len(n.args) > 1 else None)
-            if size not in (1, (1, 1), [1, 1]):
-                raise self.unsupported(n, f"adaptive pooling to {size} (only global pooling, 1x1)")
-            self.emit(n, "global_avgpool", [self.arg(n, n.args[0])])
+            self.adaptive_pool(n, self.arg(n, n.args[0]), size)
         else:
             raise self.unsupported(n, "function is not in evoir's op set")
+
+    def adaptive_pool(self, n: fx.Node, x: Node, size, name: str | None = None) -> None:
+        """Adaptive average pooling: to 1×1 it is global pooling, else ``adaptive_avgpool2d``
+        (a None in ``size`` keeps that axis)."""
+        if x.type.rank != 3:
+            raise self.unsupported(n, f"adaptive pooling of a {x.type} value (only (C,H,W) images)")
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        size = tuple(x.type.shape[1 + k] if s is None else s for k, s in enumerate(size))
+        if size == (1, 1):
+            self.emit(n, "global_avgpool", [x], name=name)
+        else:
+            self.emit(n, "adaptive_avgpool2d", [x], {"output": size}, name=name)
 
     def spatial_mean(self, n: fx.Node) -> None:
         """``x.mean((2, 3), keepdim=True)`` (or ``torch.mean``, dims ``[-2, -1]``): global

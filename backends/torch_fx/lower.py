@@ -201,6 +201,12 @@ def _avgpool(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(F.avg_pool2d, tuple(args), kwargs)
 
 
+@lowers("adaptive_avgpool2d")
+def _adaptive_avgpool(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    output = tuple(lw.attrs(node).output)
+    return lw.fx.call_function(F.adaptive_avg_pool2d, tuple(args), {"output_size": output})
+
+
 @lowers("global_avgpool")
 def _gap(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(F.adaptive_avg_pool2d, tuple(args), {"output_size": 1})

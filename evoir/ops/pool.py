@@ -1,4 +1,5 @@
-"""Pooling: windowed max and average, and global average pooling."""
+"""Pooling: windowed max and average, adaptive average pooling to any size, and global
+average pooling."""
 
 from __future__ import annotations
 
@@ -72,6 +73,47 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     name = "avgpool2d"
     Attrs = AvgPool2dAttrs
+
+
+class AdaptiveAvgPool2dAttrs(OpAttrs):
+    output: tuple[int, int]  # (height, width) of the result
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _pair(cls, v):
+        return pair(v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if min(self.output) <= 0:
+            raise ValueError("output size must be positive")
+        return self
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows along one axis: [⌊i·n/m⌋, ⌈(i+1)·n/m⌉) for each
+    output i (they overlap where n is not a multiple of m, and repeat when m > n)."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+@register
+class AdaptiveAvgPool2d(OpSpec):
+    """Average over ``adaptive_bins`` windows: (C,H,W) → (C, *output), as
+    ``nn.AdaptiveAvgPool2d`` (VGG's and AlexNet's pooling to 7×7 and 6×6)."""
+
+    name = "adaptive_avgpool2d"
+    Attrs = AdaptiveAvgPool2dAttrs
+    channelwise = True
+
+    def infer(self, a: AdaptiveAvgPool2dAttrs, inputs: list[TensorType]) -> TensorType:
+        x = inputs[0]
+        if x.rank != 3:
+            raise ValueError(f"adaptive_avgpool2d needs a (C,H,W) input, got {x}")
+        return TensorType(shape=(x.channels, *a.output), dtype=x.dtype)
+
+
+POOLS: tuple[str, ...] = ("maxpool2d", "avgpool2d", "adaptive_avgpool2d", "global_avgpool")
+"""Channel-wise ops that pool over space (so never R2R's σ, which must keep the shape)."""
 
 
 @register

@@ -1,0 +1,71 @@
+"""torchvision's classification networks: each imports and matches its module, its passes find
+sites, a chain of random preserving passes verifies, and the export matches onnxruntime.
+
+The large models (ResNet-50 and wider) run only the import here; ``bench.torchvision_zoo``
+runs the whole study on every model and prints the README's table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.torchvision_zoo import CHAIN_TOL_REL32, INPUT, MODELS, build, max_difference, random_chain, sites
+from evoir.backends.onnx import compare, to_onnx
+from evoir.backends.torch_fx import import_module
+from evoir.backends.verify import verify
+from evoir.errors import UnsupportedError
+
+NOT_YET = {  # what stops them, checked below so that the list cannot go stale
+    "mobilenet_v3_small": "call_function mul",
+    "efficientnet_b0": "call_function mul",
+    "shufflenet_v2_x0_5": "call_method size",
+    "convnext_tiny": "call_method permute",
+}
+IMPORTED = [name for name in MODELS if name not in NOT_YET]
+LARGE = {"resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "vgg11_bn", "alexnet"}
+SMALL = [name for name in IMPORTED if name not in LARGE]
+
+
+@pytest.fixture(scope="module")
+def imported():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            module = build(name)
+            cache[name] = (module, *import_module(module, INPUT))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", IMPORTED)
+def test_imports_and_matches_the_module(imported, name):
+    module, graph, store = imported(name)
+    assert max_difference(module, graph, store) <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(NOT_YET))
+def test_the_rest_stop_with_the_node_named(name):
+    with pytest.raises(UnsupportedError, match=NOT_YET[name]):
+        import_module(build(name), INPUT)
+
+
+@pytest.mark.no_auto_verify  # the chain is verified end to end
+@pytest.mark.parametrize("name", SMALL)
+def test_a_chain_of_ten_random_preserving_passes_verifies(imported, name):
+    _, graph, store = imported(name)
+    found = sites(graph)
+    assert found["deepen"] > 0 and found["net2wider"] > 0
+    original = store.snapshot()
+    child, lines = random_chain(graph, store, 10, seed=1)
+    assert len(lines) == 10
+    report = verify(graph, original, child, store, samples=2, tol_rel32=CHAIN_TOL_REL32)
+    assert report.numeric.ok, f"{report.summary()}\n{lines}"
+    assert max(d.max_abs for d in report.numeric.differences if d.dtype == "float64") <= 1e-10
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_export_matches_onnxruntime(imported, name):
+    _, graph, store = imported(name)
+    check = compare(graph, store, to_onnx(graph, store))
+    assert check.ok, check
