@@ -55,6 +55,7 @@ OP_CASES = [
     ("softmax", VEC, {}, 1),
     ("add", CHW, {}, 2),
     ("add", VEC, {}, 3),
+    ("mul", CHW, {}, 2),
     ("concat", CHW, {}, 1),
     ("concat", CHW, {}, 3),
     ("maxpool2d", CHW, dict(kernel=2), 1),
@@ -74,6 +75,8 @@ OP_CASES = [
     ("linear", VEC, dict(out_features=3, bias=False), 1),
     ("dropout", CHW, dict(p=0.3), 1),
     ("dropout", VEC, {}, 1),
+    ("stochastic_depth", CHW, dict(p=0.2), 1),
+    ("stochastic_depth", VEC, dict(p=0.5, mode="batch"), 1),
     # nearest up on H, down on W, channels cut; then padded channels with H kept; vectors
     ("fit", CHW, dict(channels=2, height=9, width=4), 1),
     ("fit", CHW, dict(channels=7, height=5, width=13), 1),

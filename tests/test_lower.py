@@ -131,3 +131,25 @@ def test_channel_layernorm_and_softmax_mix_channels():
     ln, sm = lower(graph, store)(v)
     torch.testing.assert_close(ln.mean(dim=1), torch.zeros(2, 3, 3), atol=1e-6, rtol=0)
     torch.testing.assert_close(sm.sum(dim=1), torch.ones(2, 3, 3))
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_drops_paths_in_train_mode_only(mode):
+    b = GraphBuilder("sd")
+    x = b.input((3, 4, 4))
+    graph, store = b.build(b.output(b.add("stochastic_depth", [x], p=0.25, mode=mode)))
+    module = lower(graph, store)
+    inputs = torch.ones(4000, 3, 4, 4)
+    assert torch.equal(module.eval()(inputs), inputs)  # eval mode: the identity
+    torch.manual_seed(0)
+    out = module.train()(inputs)
+    kept = out.flatten(1).amax(1)
+    # Each example is dropped whole (row) or the batch is (batch); the rest is scaled by 1/(1 − p).
+    assert set(kept.unique().tolist()) <= {0.0, float(torch.tensor(1 / 0.75))}
+    assert all(torch.all(o == o.flatten()[0]) for o in out[:50])
+    if mode == "row":
+        assert abs(float((kept == 0).float().mean()) - 0.25) < 0.03
+    else:
+        assert len(kept.unique()) == 1
+    torch.manual_seed(0)
+    assert torch.equal(module(inputs), out)  # seeded: the same paths again

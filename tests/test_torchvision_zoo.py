@@ -15,8 +15,6 @@ from evoir.backends.verify import verify
 from evoir.errors import UnsupportedError
 
 NOT_YET = {  # what stops them, checked below so that the list cannot go stale
-    "mobilenet_v3_small": "call_function mul",
-    "efficientnet_b0": "call_function mul",
     "shufflenet_v2_x0_5": "call_method size",
     "convnext_tiny": "call_method permute",
 }

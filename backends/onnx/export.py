@@ -279,6 +279,21 @@ def _add(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Add" if len(args) == 2 else "Sum", args, node)
 
 
+@lowers("stochastic_depth")
+def _stochastic_depth(ex: Exporter, node: Node, args: list[str]) -> str:
+    """The identity in eval mode, which is what ONNX runs; the doc string keeps p and the
+    mode, so that ``from_onnx`` gives the op back."""
+    out = ex.final("Identity", args, node)
+    a = ex.attrs(node)
+    ex.nodes[-1].doc_string = json.dumps({"evoir_op": "stochastic_depth", "p": a.p, "mode": a.mode})
+    return out
+
+
+@lowers("mul")
+def _mul(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("Mul", args, node)
+
+
 @lowers("concat")
 def _concat(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Concat", args, node, axis=1)

@@ -7,6 +7,7 @@ node; anything the IR cannot express is refused, naming the node and the reason.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +60,10 @@ _UNARY = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Identity": "ide
 @imports(*_UNARY)
 def _unary(imp: Importer, n: onnx.NodeProto) -> None:
     out = n.output[0]
+    if n.op_type == "Identity" and n.doc_string.startswith('{"evoir_op": "stochastic_depth"'):
+        a = json.loads(n.doc_string)  # what ``to_onnx`` writes for the eval-mode identity
+        imp.emit(n, "stochastic_depth", [imp.arg(n)], {"p": a["p"], "mode": a["mode"]})
+        return
     if n.op_type == "Identity" and out in imp.graph_outputs and not imp.users.get(out):
         # The Identity that ``to_onnx`` writes for an output node (named by its id).
         imp.output(out, n.input[0], n.name or out)
@@ -116,6 +121,13 @@ def _softmax(imp: Importer, n: onnx.NodeProto) -> None:
 def _add(imp: Importer, n: onnx.NodeProto) -> None:
     xs = [imp.arg(n, k) for k in range(len(n.input))]
     imp.emit(n, "add" if len(xs) > 1 else "identity", xs)
+
+
+@imports("Mul")
+def _mul(imp: Importer, n: onnx.NodeProto) -> None:
+    if len(n.input) != 2:
+        raise imp.unsupported(n, "Mul of other than two inputs")
+    imp.emit(n, "mul", [imp.arg(n, 0), imp.arg(n, 1)])
 
 
 @imports("Concat")

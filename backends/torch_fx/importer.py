@@ -51,6 +51,7 @@ _ACT_FUNCTIONS = {
 }
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 _ADD = {operator.add, operator.iadd, torch.add}
+_MUL = {operator.mul, operator.imul, torch.mul}
 
 
 class _Importer:
@@ -192,6 +193,16 @@ class _Importer:
             if n.kwargs.get("alpha", 1) != 1 or len(n.args) != 2:
                 raise self.unsupported(n, "add with alpha or not exactly two operands")
             self.emit(n, "add", [self.arg(n, a) for a in n.args])
+        elif getattr(t, "__name__", "") == "stochastic_depth" and "torchvision" in getattr(
+            t, "__module__", ""
+        ):
+            p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else None)
+            mode = n.kwargs.get("mode", n.args[2] if len(n.args) > 2 else None)
+            self.emit(n, "stochastic_depth", [self.arg(n, n.args[0])], {"p": p, "mode": mode})
+        elif t in _MUL:
+            if len(n.args) != 2 or not all(isinstance(a, fx.Node) for a in n.args):
+                raise self.unsupported(n, "mul of other than two tensors (a constant factor is not an op)")
+            self.emit(n, "mul", [self.arg(n, a) for a in n.args])
         elif t in _ACT_FUNCTIONS:
             attrs = {}
             if t is F.leaky_relu:
@@ -252,6 +263,8 @@ class _Importer:
             self.emit(n, _ACT_METHODS[method], [self.arg(n, n.args[0])])
         elif method in ("add", "add_") and len(n.args) == 2 and not n.kwargs:
             self.emit(n, "add", [self.arg(n, a) for a in n.args])
+        elif method in ("mul", "mul_") and len(n.args) == 2 and not n.kwargs:
+            self.emit(n, "mul", [self.arg(n, a) for a in n.args])
         elif method == "flatten" and _flatten_dims(n) == (1, -1):
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
         elif method == "mean":

@@ -110,6 +110,29 @@ def _dropout(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.call_module(node, nn.Dropout(lw.attrs(node).p), args)
 
 
+class StochasticDepth(nn.Module):
+    """torchvision's ``stochastic_depth`` as a module that follows train/eval mode."""
+
+    def __init__(self, p: float, mode: str):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        size = [x.shape[0]] + [1] * (x.dim() - 1) if self.mode == "row" else [1] * x.dim()
+        keep = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        if self.p < 1.0:
+            keep.div_(1.0 - self.p)
+        return x * keep
+
+
+@lowers("stochastic_depth")
+def _stochastic_depth(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.call_module(node, StochasticDepth(a.p, a.mode), args)
+
+
 _ELEMENTWISE = {
     "relu": F.relu,
     "gelu": F.gelu,
@@ -146,6 +169,11 @@ def _add(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     for other in args[1:]:
         total = lw.fx.call_function(operator.add, (total, other))
     return total
+
+
+@lowers("mul")
+def _mul(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(operator.mul, tuple(args))
 
 
 @lowers("concat")

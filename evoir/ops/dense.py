@@ -1,6 +1,9 @@
-"""Ops on feature vectors: ``flatten``, ``linear`` and ``dropout``."""
+"""Ops on feature vectors: ``flatten``, ``linear``, ``dropout``, and ``stochastic_depth``
+(for values of any rank)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -64,3 +67,19 @@ class Dropout(OpSpec):
 
     name = "dropout"
     Attrs = DropoutAttrs
+
+
+class StochasticDepthAttrs(OpAttrs):
+    p: float = Field(ge=0, le=1)
+    mode: Literal["row", "batch"] = "row"
+
+
+@register
+class StochasticDepth(OpSpec):
+    """Drop path (Huang et al.; torchvision's ``stochastic_depth``): in train mode zero the
+    whole value for each example (``row``) or for the batch (``batch``) with probability p
+    and scale the rest by 1/(1 − p); the identity in eval mode. Draws from torch's global
+    generator, as dropout does, so a seeded run replays it."""
+
+    name = "stochastic_depth"
+    Attrs = StochasticDepthAttrs

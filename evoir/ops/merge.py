@@ -1,4 +1,5 @@
-"""Ops that join several values: ``add`` (equal types) and ``concat`` (channel axis)."""
+"""Ops that join several values: ``add`` (equal types), ``mul`` (broadcasting, the
+squeeze-excitation gate) and ``concat`` (channel axis)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,29 @@ class Add(OpSpec):
             if other.dtype != first.dtype:
                 raise ValueError(f"add input {i} has dtype {other.dtype}, input 0 {first.dtype}")
         return first
+
+
+@register
+class Mul(OpSpec):
+    """Element-wise product of two inputs that broadcast, as a squeeze-excitation gate scales
+    a (C,H,W) value by a (C,1,1) one: each axis equal, or 1 in one of them."""
+
+    name = "mul"
+    min_inputs = 2
+    max_inputs = 2
+
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        x, y = inputs
+        if x.rank != y.rank:
+            raise ValueError(f"mul inputs have ranks {x.rank} and {y.rank} ({x}, {y})")
+        if x.dtype != y.dtype:
+            raise ValueError(f"mul input 1 has dtype {y.dtype}, input 0 {x.dtype}")
+        shape = []
+        for k, (p, q) in enumerate(zip(x.shape, y.shape, strict=True)):
+            if p != q and 1 not in (p, q):
+                raise ValueError(f"mul inputs {x} and {y} do not broadcast on axis {k + 1}")
+            shape.append(max(p, q))
+        return TensorType(shape=tuple(shape), dtype=x.dtype)
 
 
 @register
