@@ -56,6 +56,8 @@ OP_CASES = [
     ("add", CHW, {}, 2),
     ("add", VEC, {}, 3),
     ("mul", CHW, {}, 2),
+    ("scale", CHW, {}, 1),
+    ("scale", VEC, {}, 1),
     ("concat", CHW, {}, 1),
     ("concat", CHW, {}, 3),
     ("maxpool2d", CHW, dict(kernel=2), 1),

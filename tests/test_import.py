@@ -149,3 +149,82 @@ def test_mean_over_other_axes_is_refused_with_the_reason():
 
     with pytest.raises(UnsupportedError, match=r"mean over dims 1 \(only the spatial axes"):
         import_module(ChannelMean(), (3, 4, 4))
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise conv, then LayerNorm and an MLP over the channels of a
+    channels-last image, layer scale, and the residual sum."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.up = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.down = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim, 1, 1))
+        self.head_norm = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        h = self.dw(x).permute(0, 2, 3, 1)
+        h = self.down(self.act(self.up(self.norm(h))))
+        y = x + self.gamma * torch.permute(h, [0, 3, 1, 2])
+        z = y.permute(0, 2, 3, 1)  # LayerNorm2d's spelling: the function with the module's tensors
+        z = torch.nn.functional.layer_norm(z, (8,), self.head_norm.weight, self.head_norm.bias, 1e-6)
+        return z.permute(0, 3, 1, 2)
+
+
+def test_channels_last_regions_import_as_per_position_channel_ops():
+    model = ConvNeXtBlock().eval()
+    graph, store = import_module(model, (8, 6, 6))
+    ops = [n.op for n in graph.nodes]
+    assert ops == [
+        "input",
+        "conv2d",
+        "layernorm",
+        "conv2d",
+        "gelu",
+        "conv2d",
+        "scale",
+        "add",
+        "layernorm",
+        "output",
+    ]
+    x = torch.randn(2, 8, 6, 6)
+    torch.testing.assert_close(lower(graph, store, channels_last=False)(x), model(x), rtol=0, atol=1e-6)
+
+
+def test_other_permutes_and_channels_last_ops_are_refused():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 1, 3, 2)
+
+    class PoolLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            return self.pool(x.permute(0, 2, 3, 1))
+
+    with pytest.raises(UnsupportedError, match=r"permute \[0, 1, 3, 2\]"):
+        import_module(Odd(), (3, 4, 4))
+    with pytest.raises(UnsupportedError, match="MaxPool2d over the channels of a channels-last image"):
+        import_module(PoolLast(), (3, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "forward, needle",
+    [
+        (lambda x: x.permute(0, 2, 3, 1).flatten(1), "reads a channels-last image"),
+        (lambda x: torch.flatten(x.permute(0, 2, 3, 1), 1), "reads a channels-last image"),
+        (lambda x: torch.relu(x.permute(0, 2, 3, 1)), "returns a channels-last image"),
+    ],
+)
+def test_a_channels_last_image_is_never_read_in_the_wrong_order(forward, needle):
+    class Net(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    with pytest.raises(UnsupportedError, match=needle):
+        import_module(Net(), (3, 4, 4))

@@ -16,10 +16,17 @@ from evoir.errors import UnsupportedError
 
 NOT_YET = {  # what stops them, checked below so that the list cannot go stale
     "shufflenet_v2_x0_5": "call_method size",
-    "convnext_tiny": "call_method permute",
 }
 IMPORTED = [name for name in MODELS if name not in NOT_YET]
-LARGE = {"resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "vgg11_bn", "alexnet"}
+LARGE = {
+    "resnet50",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "densenet121",
+    "vgg11_bn",
+    "alexnet",
+    "convnext_tiny",
+}
 SMALL = [name for name in IMPORTED if name not in LARGE]
 
 

@@ -289,6 +289,11 @@ def _stochastic_depth(ex: Exporter, node: Node, args: list[str]) -> str:
     return out
 
 
+@lowers("scale")
+def _scale(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("Mul", [args[0], ex.param(node, "weight")], node)
+
+
 @lowers("mul")
 def _mul(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Mul", args, node)

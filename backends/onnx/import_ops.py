@@ -127,6 +127,9 @@ def _add(imp: Importer, n: onnx.NodeProto) -> None:
 def _mul(imp: Importer, n: onnx.NodeProto) -> None:
     if len(n.input) != 2:
         raise imp.unsupported(n, "Mul of other than two inputs")
+    if n.input[1] in imp.initializers and n.input[0] in imp.values:  # x · γ: layer scale
+        imp.emit(n, "scale", [imp.arg(n, 0)], params={"weight": imp.tensor(n, 1, "weight")})
+        return
     imp.emit(n, "mul", [imp.arg(n, 0), imp.arg(n, 1)])
 
 

@@ -62,6 +62,11 @@ class _Importer:
         self.nodes: list[Node] = []
         self.value: dict[fx.Node, Node] = {}
         self.batch_sizes: set[fx.Node] = set()  # fx nodes holding x.size(0)
+        # fx nodes holding an image in channels-last order (x.permute(0, 2, 3, 1)): the IR node
+        # is the value itself, in (C,H,W); LayerNorm and Linear over its last axis are
+        # per-position channel ops on it (ConvNeXt's blocks).
+        self.channels_last: set[fx.Node] = set()
+        self.attributes: dict[fx.Node, torch.Tensor] = {}  # get_attr nodes: the module's tensors
         self.ids: set[str] = set()
 
     def unsupported(self, n: fx.Node, why: str) -> UnsupportedError:
@@ -108,6 +113,9 @@ class _Importer:
         m = self.traced.get_submodule(n.target)
         x = [self.arg(n, a) for a in n.args]
         name = str(n.target)
+        if n.args and n.args[0] in self.channels_last:
+            self.channels_last_module(n, m, x[0], name)
+            return
         if isinstance(m, nn.Conv2d):
             if m.padding_mode != "zeros":
                 raise self.unsupported(n, f"padding_mode={m.padding_mode!r} (only zeros)")
@@ -153,13 +161,7 @@ class _Importer:
                 n, "linear", x, dict(out_features=m.out_features, bias=m.bias is not None), tensors, name
             )
         elif type(m) in _ACT_MODULES:
-            op = _ACT_MODULES[type(m)]
-            attrs = {}
-            if isinstance(m, nn.LeakyReLU):
-                attrs = {"negative_slope": m.negative_slope}
-            elif isinstance(m, nn.GELU):
-                attrs = {"approximate": m.approximate}
-            self.emit(n, op, x, attrs, name=name)
+            self.emit(n, _ACT_MODULES[type(m)], x, _activation_attrs(m), name=name)
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
             self.pool(n, m, x, name)
         elif isinstance(m, nn.AdaptiveAvgPool2d):
@@ -172,6 +174,39 @@ class _Importer:
             self.emit(n, "dropout", x, {"p": m.p}, name=name)
         else:
             raise self.unsupported(n, f"module type {type(m).__name__} is not in evoir's op set")
+
+    def channels_last_module(self, n: fx.Node, m: nn.Module, x: Node, name: str) -> None:
+        """A module applied to the last (channel) axis of a channels-last image."""
+        c = x.type.channels
+        if isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (c,) and m.elementwise_affine:
+            tensors = {"weight": (m.weight, False), "bias": (m.bias, False)}
+            self.emit(n, "layernorm", [x], {"eps": m.eps}, tensors, name)
+        elif isinstance(m, nn.Linear) and m.in_features == c:
+            # A linear map of each position's channels is a 1×1 convolution.
+            tensors = {"weight": (m.weight[:, :, None, None], False)}
+            if m.bias is not None:
+                tensors["bias"] = (m.bias, False)
+            attrs = dict(out_channels=m.out_features, kernel=1, bias=m.bias is not None)
+            self.emit(n, "conv2d", [x], attrs, tensors, name)
+        elif type(m) in _ACT_MODULES:  # element-wise: the layout does not matter
+            self.emit(n, _ACT_MODULES[type(m)], [x], _activation_attrs(m), name=name)
+        else:
+            raise self.unsupported(n, f"{type(m).__name__} over the channels of a channels-last image")
+        self.channels_last.add(n)
+
+    def permute(self, n: fx.Node, dims) -> None:
+        """x.permute(0, 2, 3, 1) of an image and the permute back: the value is unchanged; only
+        whether later ops see its channels last."""
+        dims = [d % 4 for d in dims]
+        source = n.args[0]
+        x = self.arg(n, source)
+        if x.type.rank == 3 and source not in self.channels_last and dims == [0, 2, 3, 1]:
+            self.channels_last.add(n)
+        elif source in self.channels_last and dims == [0, 3, 1, 2]:
+            pass
+        else:
+            raise self.unsupported(n, f"permute {dims} (only an image's channels to the end and back)")
+        self.value[n] = x
 
     def pool(self, n: fx.Node, m: nn.Module, x: list[Node], name: str) -> None:
         if isinstance(m, nn.MaxPool2d) and (m.dilation not in (1, (1, 1)) or m.return_indices):
@@ -187,8 +222,19 @@ class _Importer:
             attrs["count_include_pad"] = m.count_include_pad
         self.emit(n, op, x, attrs, name=name)
 
+    def refuse_channels_last(self, n: fx.Node, elementwise: bool) -> None:
+        """Only element-wise ops (and the permute back, LayerNorm over the channels) may read a
+        channels-last image: anything else would see its axes in another order."""
+        args = [*n.args, *n.kwargs.values()]
+        if not elementwise and any(isinstance(a, fx.Node) and a in self.channels_last for a in args):
+            raise self.unsupported(n, "it reads a channels-last image (only element-wise ops may)")
+        if elementwise and n.args and n.args[0] in self.channels_last:
+            self.channels_last.add(n)  # the result is channels-last too
+
     def call_function(self, n: fx.Node) -> None:
         t = n.target
+        if t not in (torch.permute, F.layer_norm):
+            self.refuse_channels_last(n, t in _ACT_FUNCTIONS)
         if t in _ADD:
             if n.kwargs.get("alpha", 1) != 1 or len(n.args) != 2:
                 raise self.unsupported(n, "add with alpha or not exactly two operands")
@@ -199,6 +245,26 @@ class _Importer:
             p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else None)
             mode = n.kwargs.get("mode", n.args[2] if len(n.args) > 2 else None)
             self.emit(n, "stochastic_depth", [self.arg(n, n.args[0])], {"p": p, "mode": mode})
+        elif t is torch.permute:
+            self.permute(n, n.kwargs.get("dims", n.args[1] if len(n.args) > 1 else None))
+        elif t is F.layer_norm and n.args[0] in self.channels_last:
+            x = self.arg(n, n.args[0])
+            shape = tuple(n.kwargs.get("normalized_shape", n.args[1] if len(n.args) > 1 else ()))
+            weight, bias = (self.attributes.get(n.kwargs.get(k)) for k in ("weight", "bias"))
+            if shape != (x.type.channels,) or weight is None or bias is None:
+                raise self.unsupported(n, "layer_norm other than over the channels, with weight and bias")
+            tensors = {"weight": (weight, False), "bias": (bias, False)}
+            self.emit(n, "layernorm", [x], {"eps": n.kwargs.get("eps", 1e-5)}, tensors)
+            self.channels_last.add(n)
+        elif t in _MUL and len(n.args) == 2 and any(a in self.attributes for a in n.args):
+            # γ * x with γ of shape (C, 1, 1): layer scale.
+            gamma = next(self.attributes[a] for a in n.args if a in self.attributes)
+            x = self.arg(n, next(a for a in n.args if a not in self.attributes))
+            if x.type.rank != 3 or tuple(gamma.shape) != (x.type.channels, 1, 1):
+                raise self.unsupported(
+                    n, f"a product with a {tuple(gamma.shape)} tensor (only a (C,1,1) scale)"
+                )
+            self.emit(n, "scale", [x], {}, {"weight": (gamma, False)})
         elif t in _MUL:
             if len(n.args) != 2 or not all(isinstance(a, fx.Node) for a in n.args):
                 raise self.unsupported(n, "mul of other than two tensors (a constant factor is not an op)")
@@ -257,7 +323,13 @@ class _Importer:
 
     def call_method(self, n: fx.Node) -> None:
         method = n.target
-        if method == "size" and len(n.args) == 2 and n.args[1] == 0:
+        if method != "permute":
+            self.refuse_channels_last(n, method in _ACT_METHODS)
+        if method == "permute":
+            self.permute(
+                n, n.args[1] if len(n.args) == 2 and isinstance(n.args[1], (list, tuple)) else n.args[1:]
+            )
+        elif method == "size" and len(n.args) == 2 and n.args[1] == 0:
             self.batch_sizes.add(n)
         elif method in _ACT_METHODS:
             self.emit(n, _ACT_METHODS[method], [self.arg(n, n.args[0])])
@@ -278,6 +350,14 @@ class _Importer:
             self.emit(n, "flatten", [self.arg(n, n.args[0])])
         else:
             raise self.unsupported(n, "method is not in evoir's op set")
+
+
+def _activation_attrs(m: nn.Module) -> dict:
+    if isinstance(m, nn.LeakyReLU):
+        return {"negative_slope": m.negative_slope}
+    if isinstance(m, nn.GELU):
+        return {"approximate": m.approximate}
+    return {}
 
 
 def _flatten_dims(n: fx.Node) -> tuple:
@@ -325,8 +405,17 @@ def import_module(
             imp.emit(n, "input", [], {"shape": shape}, name=n.name)
         elif n.op in ("call_module", "call_function", "call_method"):
             getattr(imp, n.op)(n)
+        elif n.op == "get_attr":  # a module's tensor, for the node that uses it
+            value = traced
+            for part in n.target.split("."):
+                value = getattr(value, part, None)
+            if not isinstance(value, torch.Tensor):
+                raise imp.unsupported(n, "attribute access is not in evoir's op set")
+            imp.attributes[n] = value
         elif n.op == "output":
             results = n.args[0] if isinstance(n.args[0], (tuple, list)) else (n.args[0],)
+            if any(r in imp.channels_last for r in results):
+                raise imp.unsupported(n, "the module returns a channels-last image")
             for k, r in enumerate(results):
                 node_id = imp.fresh_id("out" if len(results) == 1 else f"out{k}")
                 out = make_node(node_id, "output", [imp.arg(n, r)])

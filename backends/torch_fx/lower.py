@@ -204,6 +204,23 @@ def _layernorm(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.call_module(node, ChannelLayerNorm(node.type.channels, lw.attrs(node).eps), args)
 
 
+class Scale(nn.Module):
+    """``weight * x`` with the store's (C, 1, …) weight: layer scale."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x
+
+
+@lowers("scale")
+def _scale(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    x = lw.graph.node(node.inputs[0]).type
+    return lw.call_module(node, Scale((x.channels, *[1] * (x.rank - 1))), args)
+
+
 @lowers("softmax")
 def _softmax(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(F.softmax, tuple(args), {"dim": 1})

@@ -1,4 +1,5 @@
-"""Batch normalisation over the channel axis."""
+"""Normalisation over the channel axis (batch and layer norm), softmax, and a learned
+per-channel scale (ConvNeXt's layer scale)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,20 @@ class Softmax(OpSpec):
     """Softmax across the channel axis. NOT channel-wise (the normaliser sums all channels)."""
 
     name = "softmax"
+
+
+@register
+class Scale(OpSpec):
+    """Multiply each channel by a learned factor: ConvNeXt's layer scale, ``γ * x`` with γ of
+    shape (C, 1, 1) for an image ((C,) for a vector). Channel-wise."""
+
+    name = "scale"
+    channelwise = True
+
+    def param_shapes(self, a, inputs) -> dict[str, Shape]:
+        x = inputs[0]
+        return {"weight": (x.channels, *[1] * (x.rank - 1))}
+
+    def init(self, a, inputs, generator) -> dict[str, torch.Tensor]:
+        x = inputs[0]
+        return {"weight": torch.ones(x.channels, *[1] * (x.rank - 1))}
