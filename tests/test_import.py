@@ -228,3 +228,57 @@ def test_a_channels_last_image_is_never_read_in_the_wrong_order(forward, needle)
 
     with pytest.raises(UnsupportedError, match=needle):
         import_module(Net(), (3, 4, 4))
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit: split the channels, transform one half, concatenate, shuffle."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(c // 2, c // 2, 1), nn.ReLU())
+
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        out = torch.cat((a, self.branch(b)), dim=1)
+        n, c, h, w = out.size()
+        out = out.view(n, 2, c // 2, h, w)
+        out = torch.transpose(out, 1, 2).contiguous()
+        return out.view(n, c, h, w)
+
+
+def test_channel_split_and_shuffle_import():
+    model = ShuffleUnit().eval()
+    graph, store = import_module(model, (8, 3, 3))
+    ops = [n.op for n in graph.nodes]
+    assert ops == [
+        "input",
+        "channel_slice",
+        "channel_slice",
+        "conv2d",
+        "relu",
+        "concat",
+        "channel_shuffle",
+        "output",
+    ]
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(lower(graph, store, channels_last=False)(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "forward, needle",
+    [
+        (lambda x: x.chunk(3, dim=1)[0], "equal parts along the channels"),
+        (
+            lambda x: x.view(x.size(0), 2, 2, 4, 4).transpose(2, 3).contiguous().view(x.size(0), 4, 4, 4),
+            "two channel axes",
+        ),
+        (lambda x: x.view(x.size(0), 2, 2, 4, 4).transpose(1, 2).view(x.size(0), 2, 8, 4), "back to"),
+    ],
+)
+def test_other_splits_and_views_are_refused(forward, needle):
+    class Net(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    with pytest.raises(UnsupportedError, match=needle):
+        import_module(Net(), (4, 4, 4))

@@ -299,6 +299,24 @@ def _mul(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Mul", args, node)
 
 
+@lowers("channel_slice")
+def _channel_slice(ex: Exporter, node: Node, args: list[str]) -> str:
+    # A Gather on the channel axis (fit's Gathers are on H and W, its Slice starts at 0).
+    a = ex.attrs(node)
+    return ex.final("Gather", [args[0], ex.int_const(node, list(range(a.start, a.end)))], node, axis=1)
+
+
+@lowers("channel_shuffle")
+def _channel_shuffle(ex: Exporter, node: Node, args: list[str]) -> str:
+    """Reshape to (N, g, C/g, H, W), swap the two channel axes, Reshape back: the chain
+    ``from_onnx`` reads back as one node."""
+    c, h, w = node.type.shape
+    g = ex.attrs(node).groups
+    grouped = ex.aux("Reshape", [args[0], ex.int_const(node, [0, g, c // g, h, w])], node)
+    swapped = ex.aux("Transpose", [grouped], node, perm=[0, 2, 1, 3, 4])
+    return ex.final("Reshape", [swapped, ex.int_const(node, [0, c, h, w])], node)
+
+
 @lowers("concat")
 def _concat(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Concat", args, node, axis=1)

@@ -219,7 +219,32 @@ def _match_adaptive_avgpool(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
     return True
 
 
+def _match_channel_shuffle(imp: Importer, k: int, n: onnx.NodeProto) -> bool:
+    """Reshape(N, g, C/g, H, W) → Transpose(0, 2, 1, 3, 4) → Reshape(N, C, H, W)."""
+    x = imp.values.get(n.input[0]) if n.input else None
+    shape = imp.array(imp.input_name(n, 1))
+    if x is None or x.type.rank != 3 or shape is None or shape.size != 5:
+        return False
+    c, h, w = x.type.shape
+    g = int(shape[1])
+    if g <= 0 or [int(v) for v in shape] != [0, g, c // g, h, w] or c % g:
+        return False
+    swap = imp.only_user(n.output[0], "Transpose")
+    if swap is None or list(imp.attrs(swap[1]).get("perm", [])) != [0, 2, 1, 3, 4]:
+        return False
+    back = imp.only_user(swap[1].output[0], "Reshape")
+    if back is None or back[1].input[0] != swap[1].output[0]:
+        return False
+    flat = imp.array(imp.input_name(back[1], 1))
+    if flat is None or [int(v) for v in flat] != [0, c, h, w]:
+        return False
+    imp.done.update((swap[0], back[0]))
+    imp.emit(back[1], "channel_shuffle", [x], {"groups": g})
+    return True
+
+
 MATCHERS = {
+    "Reshape": [_match_channel_shuffle],
     "MatMul": [_match_adaptive_avgpool],
     "Div": [_chain_matcher("gelu", {"approximate": "none"}, GELU_ERF)],
     "Mul": [_chain_matcher("gelu", {"approximate": "tanh"}, GELU_TANH)],

@@ -133,6 +133,19 @@ def _mul(imp: Importer, n: onnx.NodeProto) -> None:
     imp.emit(n, "mul", [imp.arg(n, 0), imp.arg(n, 1)])
 
 
+@imports("Gather")
+def _gather(imp: Importer, n: onnx.NodeProto) -> None:
+    x = imp.arg(n)
+    idx = imp.array(imp.input_name(n, 1))
+    axis = _axis(imp, n, x, 0)
+    if axis != 1 or idx is None or idx.ndim != 1 or not idx.size:
+        raise imp.unsupported(n, "a Gather other than of a range of channels (axis 1)")
+    start = int(idx[0])
+    if [int(i) for i in idx] != list(range(start, start + idx.size)):
+        raise imp.unsupported(n, "a Gather of channels that are not one contiguous range")
+    imp.emit(n, "channel_slice", [x], {"start": start, "end": start + int(idx.size)})
+
+
 @imports("Concat")
 def _concat(imp: Importer, n: onnx.NodeProto) -> None:
     xs = [imp.arg(n, k) for k in range(len(n.input))]

@@ -67,6 +67,14 @@ class _Importer:
         # per-position channel ops on it (ConvNeXt's blocks).
         self.channels_last: set[fx.Node] = set()
         self.attributes: dict[fx.Node, torch.Tensor] = {}  # get_attr nodes: the module's tensors
+        # Shapes read for reshapes only (ShuffleNet's channel shuffle): ``x.size()`` tuples and
+        # the integers taken from them ("batch" for the batch axis), a value viewed as
+        # (N, groups, C/groups, H, W) (with whether its two channel axes were swapped), and
+        # ``x.chunk(k, dim=1)`` results waiting for their parts.
+        self.sizes: dict[fx.Node, tuple] = {}
+        self.ints: dict[fx.Node, int | str] = {}
+        self.grouped: dict[fx.Node, tuple[Node, int, bool]] = {}
+        self.chunks: dict[fx.Node, tuple[Node, int]] = {}
         self.ids: set[str] = set()
 
     def unsupported(self, n: fx.Node, why: str) -> UnsupportedError:
@@ -245,6 +253,12 @@ class _Importer:
             p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else None)
             mode = n.kwargs.get("mode", n.args[2] if len(n.args) > 2 else None)
             self.emit(n, "stochastic_depth", [self.arg(n, n.args[0])], {"p": p, "mode": mode})
+        elif t is operator.getitem:
+            self.getitem(n)
+        elif t in (operator.floordiv, operator.mul) and any(a in self.ints for a in n.args):
+            self.arithmetic(n)
+        elif t is torch.transpose:
+            self.transpose(n, n.args[1:])
         elif t is torch.permute:
             self.permute(n, n.kwargs.get("dims", n.args[1] if len(n.args) > 1 else None))
         elif t is F.layer_norm and n.args[0] in self.channels_last:
@@ -321,6 +335,71 @@ class _Importer:
         pooled = self.emit(n, "global_avgpool", [x], name=f"{n.name}.pool")
         self.emit(n, "flatten", [pooled])
 
+    def resolve(self, a) -> int | str | None:
+        """An integer argument of a reshape: a literal, or one read from ``x.size()``."""
+        if isinstance(a, int):
+            return a
+        if a in self.batch_sizes:
+            return "batch"
+        return self.ints.get(a)
+
+    def reshape(self, n: fx.Node) -> bool:
+        """``x.view(N, g, C/g, H, W)`` of an image and, after the transpose, ``view(N, C, H, W)``:
+        the channel shuffle. False for any other reshape (the caller goes on)."""
+        source, dims = n.args[0], [self.resolve(a) for a in n.args[1:]]
+        if source in self.grouped:
+            x, g, swapped = self.grouped[source]
+            c, h, w = x.type.shape
+            if swapped and dims[0] in ("batch", -1) and dims[1:] in ([c, h, w], [-1, h, w]):
+                self.emit(n, "channel_shuffle", [x], {"groups": g})
+                return True
+            raise self.unsupported(
+                n, "a grouped view reshaped other than back to (N, C, H, W) after a transpose"
+            )
+        x = self.value.get(source)
+        if x is None or x.type.rank != 3 or len(dims) != 5 or dims[0] != "batch":
+            return False
+        c, h, w = x.type.shape
+        g = dims[1]
+        if isinstance(g, int) and g > 0 and dims[2:] == [c // g, h, w] and g * (c // g) == c:
+            self.grouped[n] = (x, g, False)
+            return True
+        return False
+
+    def transpose(self, n: fx.Node, dims) -> None:
+        if n.args[0] not in self.grouped or sorted(d % 5 for d in dims) != [1, 2]:
+            raise self.unsupported(n, "transpose other than of a grouped view's two channel axes")
+        x, g, swapped = self.grouped[n.args[0]]
+        self.grouped[n] = (x, g, not swapped)
+
+    def chunk(self, n: fx.Node) -> None:
+        x = self.arg(n, n.args[0])
+        k = n.kwargs.get("chunks", n.args[1] if len(n.args) > 1 else None)
+        dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 0)
+        if x.type.rank != 3 or dim not in (1, -3) or not isinstance(k, int) or x.type.channels % k:
+            raise self.unsupported(n, "chunk other than into equal parts along the channels")
+        self.chunks[n] = (x, k)
+
+    def getitem(self, n: fx.Node) -> None:
+        source, index = n.args
+        if source in self.sizes:
+            value = self.sizes[source][index]
+            self.ints[n] = value
+            if value == "batch":
+                self.batch_sizes.add(n)
+        elif source in self.chunks:
+            x, k = self.chunks[source]
+            part = x.type.channels // k
+            self.emit(n, "channel_slice", [x], {"start": index * part, "end": (index + 1) * part})
+        else:
+            raise self.unsupported(n, "indexing other than x.size()[i] or a part of x.chunk(...)")
+
+    def arithmetic(self, n: fx.Node) -> None:
+        a, b = (self.resolve(v) for v in n.args)
+        if not isinstance(a, int) or not isinstance(b, int):
+            raise self.unsupported(n, "arithmetic other than on sizes of the channel or spatial axes")
+        self.ints[n] = a // b if n.target is operator.floordiv else a * b
+
     def call_method(self, n: fx.Node) -> None:
         method = n.target
         if method != "permute":
@@ -331,6 +410,18 @@ class _Importer:
             )
         elif method == "size" and len(n.args) == 2 and n.args[1] == 0:
             self.batch_sizes.add(n)
+        elif method == "size" and len(n.args) == 1 and not n.kwargs:
+            self.sizes[n] = ("batch", *self.arg(n, n.args[0]).type.shape)
+        elif method == "contiguous" and n.args[0] in self.grouped:
+            self.grouped[n] = self.grouped[n.args[0]]
+        elif method == "contiguous":
+            self.value[n] = self.arg(n, n.args[0])  # the same values, in any layout
+        elif method == "transpose":
+            self.transpose(n, n.args[1:])
+        elif method == "chunk":
+            self.chunk(n)
+        elif method in ("view", "reshape") and self.reshape(n):
+            pass
         elif method in _ACT_METHODS:
             self.emit(n, _ACT_METHODS[method], [self.arg(n, n.args[0])])
         elif method in ("add", "add_") and len(n.args) == 2 and not n.kwargs:

@@ -176,6 +176,17 @@ def _mul(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(operator.mul, tuple(args))
 
 
+@lowers("channel_slice")
+def _channel_slice(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.fx.call_function(torch.narrow, (args[0], 1, a.start, a.end - a.start))
+
+
+@lowers("channel_shuffle")
+def _channel_shuffle(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(F.channel_shuffle, (args[0], lw.attrs(node).groups))
+
+
 @lowers("concat")
 def _concat(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     if len(args) == 1:

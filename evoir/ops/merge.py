@@ -1,10 +1,13 @@
 """Ops that join several values: ``add`` (equal types), ``mul`` (broadcasting, the
-squeeze-excitation gate) and ``concat`` (channel axis)."""
+squeeze-excitation gate) and ``concat`` (channel axis); and the channel rearrangements of
+ShuffleNet: ``channel_slice`` (a contiguous range of channels) and ``channel_shuffle``."""
 
 from __future__ import annotations
 
+from pydantic import Field, model_validator
+
 from ..types import TensorType
-from .base import OpSpec, register
+from .base import OpAttrs, OpSpec, register
 
 
 @register
@@ -66,3 +69,49 @@ class Concat(OpSpec):
                 )
         channels = sum(t.channels for t in inputs)
         return TensorType(shape=(channels, *first.shape[1:]), dtype=first.dtype)
+
+
+class ChannelSliceAttrs(OpAttrs):
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+@register
+class ChannelSlice(OpSpec):
+    """Channels [start, end) of the input (``x.chunk(2, dim=1)``'s parts, ShuffleNet)."""
+
+    name = "channel_slice"
+    Attrs = ChannelSliceAttrs
+
+    def infer(self, a: ChannelSliceAttrs, inputs: list[TensorType]) -> TensorType:
+        x = inputs[0]
+        if a.end > x.channels:
+            raise ValueError(f"channels [{a.start}, {a.end}) of a {x} value")
+        return TensorType(shape=(a.end - a.start, *x.shape[1:]), dtype=x.dtype)
+
+
+class ChannelShuffleAttrs(OpAttrs):
+    groups: int = Field(ge=1)
+
+
+@register
+class ChannelShuffle(OpSpec):
+    """ShuffleNet's shuffle: view the channels as (groups, C/groups), transpose, flatten.
+    Not channel-wise: output channel c reads another input channel."""
+
+    name = "channel_shuffle"
+    Attrs = ChannelShuffleAttrs
+
+    def infer(self, a: ChannelShuffleAttrs, inputs: list[TensorType]) -> TensorType:
+        x = inputs[0]
+        if x.rank != 3 or x.channels % a.groups:
+            raise ValueError(
+                f"channel_shuffle of {a.groups} groups needs an image whose channels they divide, got {x}"
+            )
+        return x
