@@ -27,6 +27,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "no_auto_verify: skip the per-pass function check (the test verifies itself)"
     )
+    config.addinivalue_line("markers", "slow: minutes of work; not in the default run (pytest -m slow)")
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,22 @@ CASES = {
     ),
     "mlp": lambda: mlp(),
     "resnet18": lambda: import_module(torchvision.models.resnet18(), (3, 64, 64)),
+    # the ops torchvision's other networks brought: adaptive pooling, SE gates (mul), hard
+    # activations, stochastic depth, channel split and shuffle, layer scale, Linear as 1×1 conv
+    **{
+        name: (
+            lambda name=name: import_module(
+                getattr(torchvision.models, name)(num_classes=10).eval(), (3, 64, 64)
+            )
+        )
+        for name in (
+            "alexnet",
+            "mobilenet_v3_small",
+            "efficientnet_b0",
+            "shufflenet_v2_x0_5",
+            "convnext_tiny",
+        )
+    },
 }
 
 

@@ -2,8 +2,8 @@
 sites, a chain of random preserving passes verifies, and the export matches onnxruntime.
 
 The large models (ResNet-50 and wider, VGG, AlexNet, DenseNet, ConvNeXt) run only the import
-here; ``bench.torchvision_zoo`` runs the whole study on every model and prints the README's
-table."""
+in the default run; their chains and exports are marked slow (``pytest -m slow``, a few
+minutes). ``bench.torchvision_zoo`` runs the whole study and prints the README's table."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ LARGE = {
     "alexnet",
     "convnext_tiny",
 }
-SMALL = [name for name in IMPORTED if name not in LARGE]
+# Every model gets the chain and the export; the large ones only under ``pytest -m slow``.
+ALL = [pytest.param(name, marks=pytest.mark.slow) if name in LARGE else name for name in IMPORTED]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_imports_and_matches_the_module(imported, name):
 
 
 @pytest.mark.no_auto_verify  # the chain is verified end to end
-@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("name", ALL)
 def test_a_chain_of_ten_random_preserving_passes_verifies(imported, name):
     _, graph, store = imported(name)
     found = sites(graph)
@@ -60,7 +61,7 @@ def test_a_chain_of_ten_random_preserving_passes_verifies(imported, name):
     assert max(d.max_abs for d in report.numeric.differences if d.dtype == "float64") <= 1e-10
 
 
-@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("name", ALL)
 def test_export_matches_onnxruntime(imported, name):
     _, graph, store = imported(name)
     check = compare(graph, store, to_onnx(graph, store))
