@@ -386,31 +386,33 @@ class Search:
         try:
             losses = trainer.step(x, y, [m.lr for m in unit], [m.weight_decay for m in unit])
         except (MemoryError, torch.OutOfMemoryError):
-            trainer.finish(self.store)
-            del trainers[id(unit)]
-            place = units.index(unit)
-            units[place : place + 1] = [[m] for m in unit]
+            self.restack(unit, [[m] for m in unit], trainers, units)
             for m in unit:
                 why = self.train_step(m, self.parameters_of(m), *batch[m.id])
                 if why is not None:
                     units.remove([m])
                     self.give_up(m, why, training)
             return
-        failed = [(m, float(loss)) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)]
-        for m in unit:
-            if m not in (f for f, _ in failed):
-                self.count_step(m)
+        failed = {m.id: float(loss) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)}
+        kept = [m for m in unit if m.id not in failed]
+        for m in kept:
+            self.count_step(m)
         if not failed:
             return
-        trainer.finish(self.store)
-        del trainers[id(unit)]
-        kept = [m for m in unit if m not in (f for f, _ in failed)]
+        self.restack(unit, [kept] if kept else [], trainers, units)
+        for m in unit:
+            if m.id in failed:
+                self.give_up(m, f"loss became {failed[m.id]} at its step {m.steps + 1}", training)
+
+    def restack(self, unit: list[Member], parts: list[list[Member]], trainers: dict, units: list) -> None:
+        """Replace ``unit`` in ``units`` by ``parts``: its tensors and moments go back to the
+        store, and each part of two or more members gets a stack of its own."""
+        trainers.pop(id(unit)).finish(self.store)
         place = units.index(unit)
-        units[place : place + 1] = [kept] if kept else []
-        if len(kept) > 1:
-            trainers[id(kept)] = StackedTrainer([m.graph for m in kept], self.store, self.optimizer)
-        for m, loss in failed:
-            self.give_up(m, f"loss became {loss} at its step {m.steps + 1}", training)
+        units[place : place + 1] = parts
+        for part in parts:
+            if len(part) > 1:
+                trainers[id(part)] = StackedTrainer([m.graph for m in part], self.store, self.optimizer)
 
     def population_module(self, members: list[Member]) -> torch.nn.Module:
         """One module whose forward returns every member's output on a batch: members of one

@@ -96,11 +96,6 @@ class StackedTrainer:
         for p in self.stack.parameters.values():
             p.grad = None
 
-    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member's output on one batch ``x``, stacked (K, N, …), in eval mode."""
-        self.stack.module.eval()
-        return self.stack.forward(x, per_member=False)
-
     def finish(self, store: TensorStore) -> None:
         """Write the trained tensors into the store and the moments into the optimiser."""
         self.stack.write_back(store)
