@@ -7,9 +7,13 @@ batches the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .data import DataSet, Split
+
+PAD = 4  # random-crop padding (He et al.)
 
 
 class BatchStream:
@@ -35,20 +39,36 @@ class BatchStream:
         self.labels = split.labels.to(self.device)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.position + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.split), generator=self.generator)
-            self.position = 0
-        idx = self.order[self.position : self.position + self.batch_size].to(self.device)
-        self.position += self.batch_size
+        idx = self._advance().to(self.device)
         x = self.data.normalise(self.images[idx])
         if self.augment:
             x = self._augment(x)
         return x, self.labels[idx]
 
+    def _advance(self) -> torch.Tensor:
+        """The next batch's indices (a new permutation when the epoch is used up)."""
+        if self.position + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.split), generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def skip(self, n: int) -> None:
+        """Advance past ``n`` batches without building them: the state afterwards is that of
+        ``n`` calls of ``next``. Parallel workers each start where their share of the stream
+        begins (``workers/``), while the driver's stream moves past every share."""
+        for _ in range(n):
+            self._advance()
+            if self.augment:  # the draws ``_augment`` makes, in its order
+                torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
+                torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
+                torch.rand(self.batch_size, generator=self.generator)
+
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Random crop (zero padding of 4, as He et al.) and horizontal flip."""
         n, _, h, w = x.shape
-        pad = 4
+        pad = PAD
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator)
@@ -62,6 +82,13 @@ class BatchStream:
         batch = torch.arange(n, device=dev)[:, None, None, None]
         chans = torch.arange(x.shape[1], device=dev)[None, :, None, None]
         return padded[batch, chans, rows, cols]
+
+    def at(self, state: dict[str, torch.Tensor]) -> BatchStream:
+        """A second stream over the same images (not copied), starting at ``state``."""
+        other = copy.copy(self)
+        other.generator = torch.Generator().manual_seed(0)
+        other.load_state_dict(state)
+        return other
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
