@@ -23,27 +23,31 @@ class BaselineSearch(SpaceSearch):
         cfg = self.config
         return (cfg.population + cfg.generations) * cfg.steps
 
-    def initialize(self) -> None:
-        self.keep_only([])  # a --start network is no point of the space
-        for _ in range(self.config.population):
-            self.evaluate_candidate(self.space.initial(self, self.rng))
+    def propose_member(self, number: int) -> tuple[Member, dict] | None:
+        if number == 0:
+            self.keep_only([])  # a --start network is no point of the space
+        if number < self.config.population:
+            return self.space.initial(self, self.rng), {}
+        return self.propose_later(number - self.config.population + 1)
 
-    def evaluate_candidate(self, member: Member) -> None:
-        """Train ``member`` alone, evaluate and record it. First the worst of the other
-        members leave (the newest of equally bad ones) until at most ``population`` remain:
-        the newest candidate stays until the next one comes, so that the generation's events
-        log it even when it is the worst."""
-        others = [m for m in self.members if m is not member]
-        while len(others) > self.config.population:
-            worst = min(reversed(others), key=lambda m: m.val_acc)
-            others.remove(worst)
-            self.remove(worst)
-        self.joint_train(self.space.train_steps(self, member), [member])
-        self.evaluate_members([member])
+    def propose_later(self, generation: int) -> tuple[Member, dict] | None:
+        """The candidate after the first population (``generation`` as numbered in-process)."""
+        raise NotImplementedError
+
+    def accept_member(self, member: Member, context: dict) -> list[str]:
+        """Record ``member``'s trial and add it. First the worst of the other members leave
+        (the newest of equally bad ones) until at most ``population`` remain: the newest
+        candidate stays until the next one comes, so that the generation's events log it even
+        when it is the worst."""
+        while len(self.members) > self.config.population:
+            self.remove(min(reversed(self.members), key=lambda m: m.val_acc))
+        self.members.append(member)
         self.trials.append({"id": member.id, "genome": member.genome, "val_acc": member.val_acc})
+        return context.get("parents", [])
 
     def extra_state(self) -> dict:
-        return {"trials": self.trials}
+        return {**super().extra_state(), "trials": self.trials}
 
     def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
         self.trials = state.get("trials", [])

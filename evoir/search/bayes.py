@@ -54,12 +54,18 @@ class BayesSearch(BaselineSearch):
 
     def study(self, generation: int):
         """A study holding every trial so far, in order, whose next ask is seeded by
-        ``generation``."""
+        ``generation``. Candidates still training on parallel workers enter as running
+        trials, which TPE's constant liar counts as poor, so that concurrent asks spread out
+        rather than all proposing the same point (with nothing pending, the sampler is the
+        plain one)."""
         optuna = _optuna()
         values = self.space.values
         dists = distributions(values)
+        running = [p.member.genome for p in self.pending]
         sampler = optuna.samplers.TPESampler(
-            seed=self.config.seed * 1000 + generation, n_startup_trials=STARTUP_TRIALS
+            seed=self.config.seed * 1000 + generation,
+            n_startup_trials=STARTUP_TRIALS,
+            **({"constant_liar": True} if running else {}),
         )
         study = optuna.create_study(direction="maximize", sampler=sampler)
         study.add_trials(
@@ -69,15 +75,20 @@ class BayesSearch(BaselineSearch):
                 )
                 for t in self.trials
             ]
+            + [
+                optuna.trial.create_trial(
+                    params=encode(g, values), distributions=dists, state=optuna.trial.TrialState.RUNNING
+                )
+                for g in running
+            ]
         )
         return study
 
-    def step(self, generation: int) -> list[str]:
+    def propose_later(self, generation: int):
         values = self.space.values
         study = self.study(generation)
         trial = study.ask(distributions(values))
         member = self.space.decode(
             self, decode(trial.params, values), self.rng, passes=[f"bayes{{trial={trial.number}}}"]
         )
-        self.evaluate_candidate(member)
-        return []
+        return member, {}

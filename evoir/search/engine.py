@@ -40,7 +40,7 @@ from evoir.store import TensorStore
 
 from . import checkpoint
 from .batches import BatchStream
-from .config import SearchConfig
+from .config import SearchConfig, resolve_device
 from .data import DataSet
 from .evaluate import Evaluation, evaluate_population
 from .optim import SharedAdam
@@ -92,6 +92,8 @@ class Member:
     genome: dict | None = None
     parents: list[str] | None = None  # every parent, for merges and crossover
     dropped: str | None = None  # why training gave up on it (non-finite loss, out of memory)
+    worker: dict | None = None  # the worker (node, pid) that last trained it, with parallel workers
+    retries: list[dict] | None = None  # failed attempts on lost workers before that one
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -136,7 +138,7 @@ class Search:
 
     def __post_init__(self):
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         self.rng = random.Random(cfg.seed)
         self.joint_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.stream = BatchStream(
@@ -154,6 +156,11 @@ class Search:
         # that share a budget (rank-correlation) share one Deadline.
         self.deadline = Deadline(cfg.budget_s)
         self.dropped: list[dict] = []  # members dropped during the generation, for its events
+        # Parallel workers (``workers/``): None trains everything in this process.
+        self.pool = None
+        # Candidates proposed but not yet trained (steady-state strategies, ``steady.py``):
+        # not members yet, but their tensors are kept and checkpointed.
+        self.pending: list = []
 
     # ---- what a strategy provides -----------------------------------------------------------
     def initialize(self) -> None:
@@ -173,6 +180,11 @@ class Search:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Strategy state that is tensors (checkpointed beside the store); read back into
+        ``self.loaded_tensors`` before ``load_extra_state`` runs."""
+        return {}
 
     # ---- setup -------------------------------------------------------------------------------
     def start(self, graph: Graph, store: TensorStore) -> None:
@@ -223,9 +235,9 @@ class Search:
         self.store.update(moved)
 
     def fork(self, graph: Graph) -> Graph:
-        """``graph`` with a private copy of every tensor another member also uses, so that
-        training it leaves the others unchanged."""
-        shared = {tid for m in self.members if m.graph is not graph for tid in m.graph.tensor_ids()}
+        """``graph`` with a private copy of every tensor another member (or a pending
+        candidate) also uses, so that training it leaves the others unchanged."""
+        shared = {tid for m in self.everyone() if m.graph is not graph for tid in m.graph.tensor_ids()}
         renamed: dict[str, str] = {}
         nodes = []
         for n in graph.nodes:
@@ -243,25 +255,51 @@ class Search:
         return graph.with_nodes(nodes)
 
     # ---- training and evaluation ----------------------------------------------------------
+    def everyone(self) -> list[Member]:
+        """The members and the pending candidates: whatever holds tensors in the store."""
+        return self.members + [p.member for p in self.pending]
+
     @timed("train")
-    def joint_train(self, steps: int, members: list[Member] | None = None) -> None:
+    def joint_train(
+        self, steps: int, members: list[Member] | None = None, stream: BatchStream | None = None
+    ) -> None:
         """Each step picks one of ``members`` (default: all) uniformly at random and takes one
         Adam step on it (Painter's Algorithm 4; with one member, plain training).
 
         Before every step the budget and stop requests are checked (``StopRequested``). A
         member whose loss is not finite, or that runs out of memory, is dropped (``drop``)
-        and the others go on; when none is left the run stops with ``EvoirError``.
+        and the others go on; when none is left the run stops with ``EvoirError``. Batches
+        come from ``stream`` (default: the run's).
         """
         members = list(self.members if members is None else members)
+        stream = self.stream if stream is None else stream
         params = {m.id: self.parameters_of(m) for m in members}
         for _ in range(steps):
             if self.should_stop():
                 raise StopRequested(self.deadline.reason)
             member = members[int(torch.randint(len(members), (1,), generator=self.joint_rng))]
-            x, y = self.stream.next()
+            x, y = stream.next()
             why = self.train_step(member, params[member.id], x, y)
             if why is not None:
                 self.give_up(member, why, members)
+
+    def train_members(self, steps: int, members: list[Member] | None = None, each: bool = False) -> None:
+        """A generation's training: ``joint_train`` (or ``train_each`` with ``each``) in this
+        process, or shared among the parallel workers (``workers/generation.py``)."""
+        members = list(self.members if members is None else members)
+        if self.pool is not None:
+            from .workers.generation import train_on_workers
+
+            train_on_workers(self, members, steps, each)
+        elif each:
+            self.train_each(members, steps)
+        else:
+            self.joint_train(steps, members)
+
+    @timed("workers")
+    def wait_for_workers(self, wait, *args):
+        """``wait(*args)`` on the pool, its time counted as the workers' (``seconds``)."""
+        return wait(*args)
 
     def parameters_of(self, member: Member) -> dict[str, torch.Tensor]:
         return {tid: self.store[tid] for tid in member.graph.parameter_ids()}
@@ -289,13 +327,14 @@ class Search:
         self.count_step(member)
         return None
 
-    def count_step(self, member: Member) -> None:
-        member.steps += 1
-        self.steps_trained += 1
+    def count_step(self, member: Member, n: int = 1) -> None:
+        """Account for ``n`` training steps of ``member`` (taken here or on a worker)."""
+        member.steps += n
+        self.steps_trained += n
         if member.id not in self.step_flops:  # fwd + bwd ≈ 3 fwd
             self.step_flops[member.id] = 3 * analyze(member.graph).flops * self.config.batch_size
-        self.flops_train += self.step_flops[member.id]
-        self.progress.on_step(1)
+        self.flops_train += n * self.step_flops[member.id]
+        self.progress.on_step(n)
 
     def give_up(self, member: Member, why: str, training: list[Member]) -> None:
         """Drop ``member`` and take it out of ``training``; stop the run when none is left."""
@@ -451,15 +490,18 @@ class Search:
 
     def evaluate_members(self, members: list[Member] | None = None) -> None:
         """Validation accuracy of ``members`` (default: all), in one pass over the data."""
-        n = len(self.data.val)
         members = [m for m in (self.members if members is None else members) if m.dropped is None]
         evaluations = self.evaluations_on(members, self.data.val)
         for m, ev in zip(members, evaluations, strict=True):
-            ev.steps = m.steps
-            self.validation[m.id] = ev
-            self.correct[m.id] = ev.correct
-            m.val_acc = ev.accuracy
-            self.flops_eval += analyze(m.graph).flops * n
+            self.record_evaluation(m, ev)
+
+    def record_evaluation(self, member: Member, ev: Evaluation) -> None:
+        """Adopt ``ev`` (on the validation split) as ``member``'s latest evaluation."""
+        ev.steps = member.steps
+        self.validation[member.id] = ev
+        self.correct[member.id] = ev.correct
+        member.val_acc = ev.accuracy
+        self.flops_eval += analyze(member.graph).flops * len(self.data.val)
 
     # ---- population bookkeeping ------------------------------------------------------------
     def select(self, k: int, members: list[Member] | None = None) -> list[Member]:
@@ -474,12 +516,12 @@ class Search:
     def keep_only(self, kept: list[Member]) -> list[str]:
         """Drop the other members, then every tensor (and its moments) no member uses."""
         self.members = kept
-        alive = {m.id for m in kept}
+        alive = {m.id for m in self.everyone()}
         self.modules = {k: v for k, v in self.modules.items() if k in alive}
         self.step_flops = {k: v for k, v in self.step_flops.items() if k in alive}
         self.validation = {k: v for k, v in self.validation.items() if k in alive}
         self.correct = {k: v for k, v in self.correct.items() if k in alive}
-        needed = {tid for m in kept for tid in m.graph.tensor_ids()}
+        needed = {tid for m in self.everyone() for tid in m.graph.tensor_ids()}
         freed = self.store.retain(needed)
         self.optimizer.retain(self.store)
         return freed
@@ -570,6 +612,10 @@ class Search:
                 event["genome"] = m.genome
             if m.parents is not None:
                 event["parents"] = m.parents
+            if m.worker is not None:
+                event["worker"] = m.worker
+            if m.retries:
+                event["retries"] = m.retries
             lines.append(json.dumps(event))
         with open(self.folder / "events.jsonl", "a") as fh:
             fh.write("\n".join(lines) + "\n")
@@ -593,6 +639,8 @@ class Search:
         tensors["rng/joint"] = self.joint_rng.get_state()
         for key, value in self.stream.state_dict().items():
             tensors[f"stream/{key}"] = value
+        for key, value in self.extra_tensors().items():
+            tensors[f"extra/{key}"] = value
         rng_state = self.rng.getstate()
         state = {
             "config": json.loads(self.config.model_dump_json()),
@@ -620,6 +668,7 @@ class Search:
         store = TensorStore()
         adam: dict[str, torch.Tensor] = {}
         stream: dict[str, torch.Tensor] = {}
+        search.loaded_tensors = {}
         for name, value in tensors.items():
             kind, key = name.split("/", 1)
             if kind == "store":
@@ -630,6 +679,8 @@ class Search:
                 search.correct[key] = value
             elif kind == "stream":
                 stream[key] = value
+            elif kind == "extra":
+                search.loaded_tensors[key] = value
         search.store = store
         search.optimizer.load_state_tensors(adam)
         search.joint_rng.set_state(tensors["rng/joint"])

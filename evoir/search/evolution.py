@@ -32,18 +32,16 @@ class EvolutionSearch(SpaceSearch):
         first = cfg.initial_steps if cfg.search_space == "ir" else cfg.steps
         return cfg.population * first + cfg.generations * cfg.steps
 
-    def train_and_evaluate(self, member: Member) -> None:
-        self.joint_train(self.space.train_steps(self, member), [member])
-        self.evaluate_members([member])
-
-    def initialize(self) -> None:
-        space = self.space  # built while --start is still the only member
-        start = list(self.members)
-        for _ in range(self.config.population):
-            self.train_and_evaluate(space.initial(self, self.rng))
-        self.keep_only([m for m in self.members if m not in start])
-
-    def step(self, generation: int) -> list[str]:
+    def propose_member(self, number: int) -> tuple[Member, dict]:
+        population = self.config.population
+        if number < population:
+            space = self.space  # built while --start is still the only member
+            if number == 0:
+                self.start_members = list(self.members)
+            member = space.initial(self, self.rng)
+            if number == population - 1:  # the --start network's own weights are no member
+                self.keep_only([m for m in self.members if m not in self.start_members])
+            return member, {}
         drawn = self.rng.sample(self.members, min(self.drawn, len(self.members)))
         ranked = sorted(drawn, key=lambda m: -(m.val_acc or 0))  # stable: ties keep draw order
         if self.uses_crossover and len(ranked) >= 2:
@@ -56,12 +54,25 @@ class EvolutionSearch(SpaceSearch):
         else:
             child = self.space.mutate(self, ranked[0], self.rng)
             parents = [ranked[0].id]
-        child.born = generation
-        self.train_and_evaluate(child)
-        leaving = self.members[0] if self.remove_oldest else ranked[-1]
-        if leaving is not child:
+        child.born = number - population + 1
+        return child, {"parents": parents, "loser": ranked[-1].id}
+
+    def accept_member(self, member: Member, context: dict) -> list[str]:
+        """Add ``member``; past ``population`` members, one leaves: the oldest (regularized,
+        crossover) or the tournament's loser. With parallel workers the loser may have left
+        already, in another tournament, and a first-population member may arrive after
+        children; then the worst member leaves."""
+        self.members.append(member)
+        if len(self.members) <= self.config.population:
+            return context.get("parents", [])
+        if self.remove_oldest:
+            leaving = self.members[0]
+        else:
+            alive = {m.id: m for m in self.members}
+            leaving = alive.get(context.get("loser")) or min(self.members, key=lambda m: m.val_acc or 0)
+        if leaving is not member:
             self.remove(leaving)
-        return parents
+        return context.get("parents", [])
 
 
 class TournamentSearch(EvolutionSearch):

@@ -30,9 +30,11 @@ class LocalSearch(BaselineSearch):
         self.moves: list[list[str]] = []  # [from, to] keys of every improving move
         self.finished: list[str] = []  # keys of the local optima the starts ended on
 
-    def initialize(self) -> None:
-        super().initialize()
-        self.starts = self.best_of([format_genome(t["genome"]) for t in self.trials])
+    def propose_member(self, number: int):
+        made = super().propose_member(number)
+        if number < self.config.population:  # the first sampling phase
+            self.batch.append(format_genome(made[0].genome))
+        return made
 
     def seen(self) -> dict[str, dict]:
         """Genome key → its first trial."""
@@ -44,21 +46,27 @@ class LocalSearch(BaselineSearch):
     def best_of(self, keys: list[str]) -> list[dict]:
         """The genomes of the best ``keep`` distinct keys (earlier first among equals)."""
         seen = self.seen()
-        ranked = sorted(dict.fromkeys(keys), key=lambda k: -seen[k]["val_acc"])
+        trained = [k for k in dict.fromkeys(keys) if k in seen]  # a failed candidate left no trial
+        ranked = sorted(trained, key=lambda k: -seen[k]["val_acc"])
         return [seen[k]["genome"] for k in ranked[: self.config.keep]]
 
-    def step(self, generation: int) -> list[str]:
-        # Each pass of the loop either evaluates one candidate (and returns) or advances the
-        # queue; it ends because a restart always samples.
+    def propose_later(self, generation: int):
+        """The next point of the queue, or None while the next decision needs a pending
+        result (a sampling phase's ranking, or a move that waits on a neighbour still
+        training on another worker)."""
+        # Each pass of the loop either proposes one candidate (and returns), waits, or
+        # advances the queue; it ends because a restart always samples.
+        pending = {format_genome(p.member.genome) for p in self.pending}
         while True:
             if self.to_sample:
                 member = self.space.initial(self, self.rng)
-                self.evaluate_candidate(member)
                 self.batch.append(format_genome(member.genome))
                 self.to_sample -= 1
-                if not self.to_sample:
-                    self.starts, self.batch = self.best_of(self.batch), []
-                return []
+                return member, {}
+            if self.batch:  # a sampling phase ended: start from its best points
+                if pending & set(self.batch):
+                    return None
+                self.starts, self.batch = self.best_of(self.batch), []
             if self.current is None:
                 if self.starts:
                     self.current = self.starts.pop(0)
@@ -68,7 +76,7 @@ class LocalSearch(BaselineSearch):
             seen = self.seen()
             here = seen[format_genome(self.current)]
             around = neighbours(self.current, self.space.values)
-            todo = [n for n in around if format_genome(n) not in seen]
+            todo = [n for n in around if format_genome(n) not in seen and format_genome(n) not in pending]
             if todo:
                 changed = next(p for p in PARAMETERS if todo[0][p] != self.current[p])
                 member = self.space.decode(
@@ -78,8 +86,9 @@ class LocalSearch(BaselineSearch):
                     parent=here["id"],
                     passes=[f"local-step{{{changed}={todo[0][changed]}}}"],
                 )
-                self.evaluate_candidate(member)
-                return [here["id"]]
+                return member, {"parents": [here["id"]]}
+            if any(format_genome(n) in pending for n in around):
+                return None
             best = max(around, key=lambda n: seen[format_genome(n)]["val_acc"], default=None)
             if best is not None and seen[format_genome(best)]["val_acc"] > here["val_acc"]:
                 self.moves.append([format_genome(self.current), format_genome(best)])

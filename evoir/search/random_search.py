@@ -12,6 +12,5 @@ from .baseline import BaselineSearch
 class RandomSearch(BaselineSearch):
     strategy = "random"
 
-    def step(self, generation: int) -> list[str]:
-        self.evaluate_candidate(self.space.initial(self, self.rng))
-        return []
+    def propose_later(self, generation: int):
+        return self.space.initial(self, self.rng), {}

@@ -21,6 +21,7 @@ from typing import Protocol
 from evoir.errors import EvoirError
 
 from .engine import Member, Search
+from .steady import SteadyStateSearch
 
 
 class Space(Protocol):
@@ -48,7 +49,7 @@ def make_space(search: Search) -> Space:
     raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era or ir)")
 
 
-class SpaceSearch(Search):
+class SpaceSearch(SteadyStateSearch):
     """A strategy that draws its candidates from ``--space`` (built on first use, once the
     ``--start`` network, if any, is a member)."""
 

@@ -1,0 +1,238 @@
+"""Steady-state strategies: every candidate trains on its own, in this process or on parallel
+workers, as Real et al. (2017) ran their tournament on 250 asynchronous workers.
+
+A steady-state strategy (tournament, evolution, regularized, crossover, random, local, bayes)
+provides two steps:
+
+    propose_member(n)     the n-th candidate (n < P: the first population), adopted, untrained
+    accept_member(m, c)   once it is trained and evaluated: add it, remove another, and name
+                          its parents (c is what propose_member noted, e.g. who was drawn)
+
+Between the two a candidate is *pending* (``Proposal``): it trains ``steps`` steps, starting at
+the point of the run's batch stream and the torch RNG state recorded when it was proposed (the
+driver's stream then moves past its batches), and is evaluated on the validation split. The
+same candidate therefore trains to the same weights wherever it runs.
+
+In this process (the default), one candidate at a time: propose, train, accept.
+
+With workers (``--workers``, ``--ray-address``), the driver keeps every worker busy: it
+proposes a candidate whenever a worker is free, from the population as it is then, and
+accepts results in the order they arrive; no worker waits for another. With one worker this
+is the in-process loop exactly.
+
+**What a generation is in either mode**: one accepted result. Generation 0 ends when the first
+P results (P = ``population``) are accepted, whatever they are; each later accepted result
+ends one generation. A run evaluates P + G candidates in all, in either mode, and events and
+the checkpoint are written at each generation's end. The checkpoint keeps the pending
+candidates, with the stream and RNG state each starts from, so ``--resume`` sends them out
+again and proposes the rest as the killed run would have, given the same order of results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from evoir.errors import EvoirError
+
+from .engine import Member, Search, StopRequested
+
+
+@dataclass
+class Proposal:
+    number: int  # proposal order; below ``population``: the first population
+    member: Member
+    steps: int
+    stream: dict[str, torch.Tensor]  # the batch stream's state where its training starts
+    rng: torch.Tensor  # torch's global RNG state for its training (dropout, drop path)
+    context: dict = field(default_factory=dict)  # the strategy's notes, JSON
+
+    def to_json(self) -> dict:
+        return {
+            "number": self.number,
+            "member": self.member.to_json(),
+            "steps": self.steps,
+            "context": self.context,
+        }
+
+
+class SteadyStateSearch(Search):
+    """The propose/accept loop of the module docstring; subclasses implement the two steps."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.proposed = 0  # candidates proposed so far (numbers 0 … proposed − 1)
+        self.accepted = 0  # results accepted so far
+
+    # ---- what a strategy provides -----------------------------------------------------------
+    def propose_member(self, number: int) -> tuple[Member, dict] | None:
+        """The ``number``-th candidate and notes for ``accept_member``; None when the
+        strategy needs a pending result first (never while nothing is pending)."""
+        raise NotImplementedError
+
+    def accept_member(self, member: Member, context: dict) -> list[str]:
+        """Add the trained ``member`` to the population; return its parents' ids."""
+        raise NotImplementedError
+
+    def train_steps(self, member: Member) -> int:
+        return self.space.train_steps(self, member)
+
+    def total_candidates(self) -> int:
+        return self.config.population + self.config.generations
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until P + G results are accepted or the run is asked to stop (then the members
+        are evaluated as they are, for the report; the pending candidates stay in the last
+        checkpoint)."""
+        self.stopped = None
+        try:
+            if self.generation < 0 and self.events_written == 0 and self.proposed == 0:
+                self.save_checkpoint()  # the start, so that a stop in generation 0 can resume
+            if self.pool is None:
+                self.run_in_process()
+            else:
+                self.run_on_workers()
+        except StopRequested:
+            self.stopped = self.deadline.reason
+            self.stopped_after_s = self.total_elapsed()
+            self.evaluate_members()
+
+    def run_in_process(self) -> None:
+        while self.accepted < self.total_candidates():
+            self.next_in_process()
+
+    def next_in_process(self) -> list[str]:
+        """Propose, train and accept one candidate here; return its parents."""
+        if self.should_stop():
+            raise StopRequested(self.deadline.reason)
+        proposal = self.pending[0] if self.pending else self.propose()
+        if proposal is None:
+            raise EvoirError(f"{self.strategy}: no candidate to propose and none pending")
+        self.train_here(proposal)
+        return self.conclude(proposal)
+
+    def initialize(self) -> None:
+        """Generation 0 in this process: the first ``population`` results."""
+        while self.accepted < self.config.population:
+            self.next_in_process()
+
+    def step(self, generation: int) -> list[str]:
+        """One generation in this process: one more result."""
+        return self.next_in_process()
+
+    def run_on_workers(self) -> None:
+        from .workers.candidates import candidate_task, take_result
+
+        pool = self.pool
+        running = {pool.submit(candidate_task(self, p)): p for p in self.pending}  # resumed ones first
+        try:
+            while self.accepted < self.total_candidates():
+                while len(running) < pool.slots and self.proposed < self.total_candidates():
+                    if self.should_stop():
+                        raise StopRequested(self.deadline.reason)
+                    proposal = self.propose()
+                    if proposal is None:
+                        break
+                    running[pool.submit(candidate_task(self, proposal))] = proposal
+                if not running:
+                    raise EvoirError(f"{self.strategy}: no candidate to propose and none pending")
+                key, result = self.wait_for_workers(pool.next_result, self.should_stop)
+                if key is None:
+                    raise StopRequested(self.deadline.reason)
+                proposal = running.pop(key)
+                take_result(self, proposal, result)
+                self.conclude(proposal)
+        finally:
+            pool.cancel(list(running))
+
+    def propose(self) -> Proposal | None:
+        """Make the next candidate pending (``propose_member``). The global torch RNG is seeded
+        as the generational loop seeds it: once before the first population, and before each
+        later candidate by the generation it would be in-process."""
+        n, population = self.proposed, self.config.population
+        if n == 0 or n >= population:
+            torch.manual_seed(self.config.seed * 1000 + max(0, n - population + 1))
+        made = self.propose_member(n)
+        if made is None:
+            return None
+        member, context = made
+        if member in self.members:
+            self.members.remove(member)
+        steps = self.train_steps(member)
+        proposal = Proposal(n, member, steps, self.stream.state_dict(), torch.get_rng_state(), context)
+        self.stream.skip(steps)
+        self.pending.append(proposal)
+        self.proposed += 1
+        return proposal
+
+    def train_here(self, proposal: Proposal) -> None:
+        """Train and evaluate a pending candidate in this process (``Proposal``'s stream and
+        RNG state). A candidate whose training fails is dropped, and the search goes on."""
+        member = proposal.member
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(proposal.rng)
+            try:
+                self.joint_train(proposal.steps, [member], self.stream.at(proposal.stream))
+            except EvoirError:
+                if member.dropped is None:
+                    raise
+        if member.dropped is None:
+            self.evaluate_members([member])
+
+    def conclude(self, proposal: Proposal) -> list[str]:
+        """Accept a trained candidate (or note its failure) and end a generation when one ends."""
+        member = proposal.member
+        # Still pending while the strategy accepts it, so that removals keep its tensors.
+        parents = self.accept_member(member, proposal.context) if member.dropped is None else []
+        self.pending.remove(proposal)
+        self.accepted += 1
+        population = self.config.population
+        if self.accepted >= population:
+            self.generation = self.accepted - population
+            self.finish_generation(parents)
+        return parents
+
+    def best(self) -> Member:
+        if not self.members:
+            raise EvoirError(f"{self.strategy}: every candidate so far failed to train")
+        return super().best()
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {
+            "proposed": self.proposed,
+            "accepted": self.accepted,
+            "pending": [p.to_json() for p in self.pending],
+        }
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for p in self.pending:
+            out[f"pending/{p.number}/rng"] = p.rng
+            for key, value in p.stream.items():
+                out[f"pending/{p.number}/stream/{key}"] = value
+        return out
+
+    def load_extra_state(self, state: dict) -> None:
+        self.proposed = state.get("proposed", 0)
+        self.accepted = state.get("accepted", 0)
+        self.pending = []
+        for d in state.get("pending", []):
+            prefix = f"pending/{d['number']}/"
+            stream = {
+                k.removeprefix(prefix + "stream/"): v
+                for k, v in self.loaded_tensors.items()
+                if k.startswith(prefix + "stream/")
+            }
+            self.pending.append(
+                Proposal(
+                    d["number"],
+                    Member.from_json(d["member"]),
+                    d["steps"],
+                    stream,
+                    self.loaded_tensors[prefix + "rng"],
+                    d["context"],
+                )
+            )
