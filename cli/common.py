@@ -103,7 +103,12 @@ def training_options(command):
             click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True),
             click.option("--augment", is_flag=True, help="Random crop and horizontal flip."),
             click.option("--seed", type=int, default=0, show_default=True),
-            click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
+            click.option(
+                "--device",
+                default="auto",
+                show_default=True,
+                help="auto (CUDA where available), cpu or cuda.",
+            ),
         ]
     ):
         command = decorator(command)

@@ -148,6 +148,25 @@ def _data(config):
 )
 @training_options
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Train on N parallel workers of a local Ray runtime (needs the ray extra). Steady-state "
+    "strategies run asynchronously; NE and speciation share each generation out. [default: in-process]",
+)
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    help="Join a running Ray cluster (e.g. auto, or HEAD_IP:6379) and use its workers; --workers then "
+    "caps how many run at once. [env: RAY_ADDRESS]",
+)
+@click.option(
+    "--worker-merge",
+    type=click.Choice(["sum", "mean"]),
+    default="mean",
+    show_default=True,
+    help="ne with workers: merge a shared tensor's changes from several workers by their sum or mean.",
+)
+@click.option(
     "--budget",
     help="Stop after this long (e.g. 90s, 30m, 2h): training stops at the next step and the report is "
     "written. With --resume, the budget of the continued run (counted from the resume).",
@@ -161,7 +180,7 @@ def _data(config):
     help="Continue the run in this folder from its last checkpoint.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
-def search_cmd(out, resume, force, budget, **options):
+def search_cmd(out, resume, force, budget, ray_address, **options):
     """Search for networks; every strategy writes the same run folder.
 
     \b
@@ -191,6 +210,8 @@ def search_cmd(out, resume, force, budget, **options):
       evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
       evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
       evoir search --strategy speciation --start mlp -M 10 -K 4 -G 1 --out runs/spec
+      evoir search --strategy regularized --workers 2 -M 10 -G 30 --steps 400 --out runs/era2
+      evoir search --ray-address auto --strategy tournament -M 100 -G 1000 --out runs/real
       evoir search --resume runs/ne
     """
     from evoir.search.config import SearchConfig, parse_budget
@@ -213,6 +234,8 @@ def search_cmd(out, resume, force, budget, **options):
             config = SearchConfig.model_validate(state["config"])
             search = strategy_class(config.strategy).resume(folder, _data(config))
             search.set_budget(parse_budget(budget))  # the new --budget, counted from now, or none
+            if options["workers"] is not None:
+                search.config = search.config.model_copy(update={"workers": options["workers"]})
         except BaseException:
             lock.release()
             raise
@@ -229,6 +252,10 @@ def search_cmd(out, resume, force, budget, **options):
             refuse_if_written(out)
             if not force:
                 raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
+        if config.workers is not None or ray_address:
+            from evoir.search.workers.ray_pool import require_ray
+
+            require_ray()  # fail before touching the folder
         data = _data(config)  # fail on missing data before touching the folder
         start = config.start_network
         initial = initial_network(start, data, config.seed) if start is not None else None
@@ -243,8 +270,15 @@ def search_cmd(out, resume, force, budget, **options):
         if initial is not None:
             search.start(*initial)
     try:
+        if search.config.workers is not None or ray_address:
+            from evoir.search.workers.ray_pool import RayPool
+
+            search.pool = RayPool(search.data, search.config.workers, ray_address, search.config.device)
+            click.echo(f"training on {search.pool.describe()}")
         status = _run_and_report(search, folder)
     finally:
+        if search.pool is not None:
+            search.pool.close()
         lock.release()
     if status is not None:
         raise SystemExit(status)
@@ -383,7 +417,7 @@ def train_cmd(
 @click.option("--dataset", default="synthetic", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA where available), cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
     """Accuracy of a model on the validation or test split.
@@ -395,13 +429,14 @@ def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
     import torch
 
     from evoir.backends.torch_fx import lower
-    from evoir.search.config import SearchConfig
+    from evoir.search.config import SearchConfig, resolve_device
     from evoir.search.evaluate import evaluate
     from evoir.search.start import initial_network
 
     model = load(model_path)
     data = _data(SearchConfig(dataset=dataset, data_dir=data_dir))
     initial_network(str(model_path), data, 0)  # checks that the model fits the data
+    device = resolve_device(device)
     module = lower(model.graph, model.store.to(device))
     ev = evaluate(module, data, getattr(data, split), torch.device(device))
     if as_json:

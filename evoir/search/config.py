@@ -85,7 +85,15 @@ class SearchConfig(BaseModel):
     augment: bool = False
     val_size: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = Field("auto", description="auto: CUDA where available (one GPU per worker), else the CPU")
+    workers: int | None = Field(
+        None, ge=1, description="parallel Ray workers (--workers); None: the search runs in this process"
+    )
+    worker_merge: Literal["sum", "mean"] = Field(
+        "mean",
+        description="how NE merges the workers' changes to a shared tensor: the sum or the mean of "
+        "their deltas (workers/generation.py)",
+    )
     budget_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
@@ -119,6 +127,15 @@ class SearchConfig(BaseModel):
     def search_space(self) -> str | None:
         """The space the strategy searches (``era`` or ``ir``), None for NE and speciation."""
         return self.space or SPACES.get(self.strategy, (None,))[0]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` where torch sees a GPU, else ``cpu``; anything else as given."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def parse_budget(text: str | None) -> float | None:

@@ -34,7 +34,7 @@ class NESearch(Search):
 
     def initialize(self) -> None:
         self.evaluated = len(self.members)
-        self.joint_train(self.config.initial_steps)
+        self.train_members(self.config.initial_steps)
         self.evaluate_members()
         # The base network h_i as trained for N_i steps, before its tensors are shared
         # with (and trained further through) its descendants.
@@ -44,7 +44,7 @@ class NESearch(Search):
         kept = self.select(self.config.keep)
         self.keep_only(kept)
         self.mutate(self.config.population, generation)
-        self.joint_train(self.config.steps)
+        self.train_members(self.config.steps)
         self.evaluate_members()
         return [m.id for m in kept]
 

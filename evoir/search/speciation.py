@@ -54,7 +54,7 @@ class _Initialisations(Search):
             fresh.append(self.adopt(graph, added, id=f"g0n{i}", passes=[reinit_line(seed)], born=0))
         self.evaluated += len(fresh)
         self.keep_only(fresh)  # the --start network's own weights are not a member
-        self.train_each(self.members, self.config.initial_steps)
+        self.train_members(self.config.initial_steps, each=True)
         self.evaluate_members()
 
 
@@ -65,7 +65,7 @@ class IndependentSearch(_Initialisations):
     strategy = "independent"
 
     def step(self, generation: int) -> list[str]:
-        self.train_each(self.members, self.config.steps)
+        self.train_members(self.config.steps, each=True)
         self.evaluate_members()
         return []
 
@@ -129,6 +129,6 @@ class SpeciationSearch(_Initialisations):
             )
         self.evaluated += len(children)
         self.keep_only(children)
-        self.train_each(self.members, cfg.steps)
+        self.train_members(cfg.steps, each=True)
         self.evaluate_members()
         return [m.id for m in kept]
