@@ -94,6 +94,10 @@ def main() -> None:
         "--no-base", action="store_true", help="skip the base network (it is the same for every NE variant)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="train on N local Ray workers (default: in-process)"
+    )
+    parser.add_argument("--worker-merge", choices=["sum", "mean"], default="mean")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +118,7 @@ def main() -> None:
         scale=args.scale,
         lr_rule=not args.no_lr_rule,
         tau=args.tau,
+        worker_merge=args.worker_merge,
     )
     data = load_dataset("cifar10", args.data_dir, seed=config.seed)
     if args.out.exists():
@@ -123,6 +128,10 @@ def main() -> None:
     started = time.perf_counter()
     search = NESearch(config, data, args.out)
     search.start(*initial_network("painter-base", data, config.seed))
+    if args.workers:
+        from evoir.search.workers.ray_pool import RayPool
+
+        search.pool = RayPool(data, args.workers)
     search.progress.on_generation = lambda r: print(
         f"gen {r['generation']:2d}: best val {r['best_val_acc']:.4f} mean {r['mean_val_acc']:.4f} "
         f"store/independent {r['store_bytes'] / r['independent_bytes']:.3f} {r['elapsed_s']:.0f}s",
@@ -130,6 +139,8 @@ def main() -> None:
     )
     search.run()
     results = finalize(search)
+    if search.pool is not None:
+        search.pool.close()
     ne_seconds = time.perf_counter() - started
 
     total = config.initial_steps + config.generations * config.steps
@@ -146,6 +157,8 @@ def main() -> None:
         "flops_train_ne": search.flops_train,
         "steps": total,
         "selection": args.selection,
+        "workers": args.workers,
+        "seconds_by_kind": {k: round(v, 1) for k, v in search.seconds.items()},
         "ne_seconds": round(ne_seconds, 1),
         "history": [
             {k: h[k] for k in ("generation", "best_val_acc", "mean_val_acc")} for h in search.history
@@ -183,6 +196,7 @@ def main() -> None:
             args.init or "default",
             args.scale or "default",
             "nolr" if args.no_lr_rule else "lr",
+            *([f"w{args.workers}-{args.worker_merge}"] if args.workers else []),
         )
     )
     out = RESULTS / f"{tag}-seed{args.seed}.json"

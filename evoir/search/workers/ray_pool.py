@@ -75,7 +75,7 @@ class RayPool:
                     ray.init(address=address, **options)
                 else:
                     ray.init(num_cpus=workers, **options)
-            except ConnectionError as err:
+            except (ConnectionError, ValueError, RuntimeError) as err:
                 raise EvoirError(f"could not join the Ray cluster at {address}: {err}") from None
             self.started = True
         resources = ray.cluster_resources()
