@@ -1,0 +1,185 @@
+"""Parallel workers against the in-process search, side by side on CIFAR-10, and a scaling
+model for larger clusters built from what this run measures.
+
+    python -m bench.workers_speed [--data-dir DIR] [--workers 2]
+
+1. ``--strategy regularized`` (ERA's space, small networks): in-process, then on
+   ``--workers`` local Ray workers; the same configuration and seed. Target: ≥ 1.6× with 2
+   workers on a 2-core machine.
+2. NE (painter-base start): in-process, then on the workers.
+3. The scaling model (printed and saved): from the measured time a worker spends on one
+   candidate (t_c), the bytes a candidate's task and result carry (b), the driver's own time
+   per result (t_d: proposing, accepting, events, checkpoint) and, for NE, the driver's time
+   per generation outside the workers (evaluation, merge, checkpoint):
+
+       steady state   S(W) = t_here / max((t_c + b / B) / W, t_d)
+       NE             S(W) = T_here / (T_share · 2 / min(W, M) + T_driver + W · b / B)
+
+   with B = 1.25 GB/s (10 Gb/s between machines), t_here and T_here the in-process run's
+   time per candidate and per generation. W workers overlap the candidates, but the driver
+   handles results one at a time; NE cannot use more workers than members, and its
+   evaluation stays on the driver.
+
+The JSON goes to bench/results/cpu/workers_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from evoir.modelfile import atomic_write_text
+from evoir.search.config import SearchConfig
+from evoir.search.data import load_dataset
+from evoir.search.start import initial_network
+from evoir.search.strategies import strategy_class
+from evoir.search.workers.ray_pool import RayPool
+
+from .ne_cifar import ROOT, ensure_cifar
+
+OUT = ROOT / "bench" / "results" / "cpu" / "workers_speed.json"
+BANDWIDTH = 1.25e9  # bytes/s between machines (10 Gb/s)
+
+
+class MeasuredPool(RayPool):
+    """A pool that records each task's and result's size and each result's worker seconds."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task_bytes: list[int] = []
+        self.result_bytes: list[int] = []
+        self.worker_seconds: list[float] = []
+
+    def submit(self, task, retries=None, key=None):
+        self.task_bytes.append(len(pickle.dumps(task)))
+        return super().submit(task, retries, key)
+
+    def next_result(self, should_stop):
+        key, result = super().next_result(should_stop)
+        if result is not None:
+            self.result_bytes.append(len(pickle.dumps(result)))
+            self.worker_seconds.append(result["seconds"])
+        return key, result
+
+
+def run(config: SearchConfig, data, workers: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        search = strategy_class(config.strategy)(config, data, Path(tmp))
+        if config.start_network is not None:
+            search.start(*initial_network(config.start_network, data, config.seed))
+        pool = None
+        if workers:
+            pool = search.pool = MeasuredPool(data, workers)  # Ray's start is not timed
+        started = time.perf_counter()
+        search.run()
+        wall = time.perf_counter() - started
+        out = {
+            "wall_s": round(wall, 2),
+            "seconds": {k: round(v, 2) for k, v in search.seconds.items()},
+            "best_val": search.best().val_acc,
+            "generations": search.generation,
+        }
+        if pool is not None:
+            out["task_bytes_mean"] = sum(pool.task_bytes) / len(pool.task_bytes)
+            out["result_bytes_mean"] = sum(pool.result_bytes) / len(pool.result_bytes)
+            out["worker_seconds_mean"] = sum(pool.worker_seconds) / len(pool.worker_seconds)
+            out["tasks"] = len(pool.task_bytes)
+            pool.close()
+        return out
+
+
+def steady_model(here: dict, there: dict, results: int, workers: int) -> dict:
+    """Steady state: the in-process run pays t_here per candidate; W workers overlap
+    t_c + b / B each, but the driver takes t_d per result, one at a time."""
+    t_here = here["wall_s"] / results
+    t_c = there["worker_seconds_mean"]
+    t_d = max(1e-6, (there["wall_s"] - there["seconds"].get("workers", 0.0)) / results)
+    b = there["task_bytes_mean"] + there["result_bytes_mean"]
+    model = {w: t_here / max((t_c + b / BANDWIDTH) / w, t_d) for w in (workers, 8, 64, 256)}
+    return {
+        "t_here": t_here,
+        "t_c": t_c,
+        "t_d": t_d,
+        "bytes": b,
+        "speedup": model,
+        "driver_bound_from": (t_c + b / BANDWIDTH) / t_d,
+    }
+
+
+def ne_model(here: dict, there: dict, generations: int, population: int, workers: int) -> dict:
+    """NE: a generation's training splits over min(W, M) workers (a worker's share of the
+    2-worker run scaled by 2 / min(W, M)); the driver's evaluation, merge and checkpoint
+    stay serial; every worker's tensors cross the network twice."""
+    t_here = here["wall_s"] / generations
+    t_share = there["worker_seconds_mean"]  # one worker's share of a generation, W = workers
+    t_driver = max(0.0, there["wall_s"] - there["seconds"].get("workers", 0.0)) / generations
+    b = there["task_bytes_mean"] + there["result_bytes_mean"]
+    model = {
+        w: t_here / (t_share * min(workers, population) / min(w, population) + t_driver + w * b / BANDWIDTH)
+        for w in (workers, 8, 64, 256)
+    }
+    return {
+        "t_here": t_here,
+        "t_share": t_share,
+        "t_driver": t_driver,
+        "bytes_per_worker": b,
+        "speedup": model,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/evoir-cifar"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    ensure_cifar(args.data_dir)
+    data = load_dataset("cifar10", args.data_dir, seed=args.seed)
+    common = {"dataset": "cifar10", "data_dir": str(args.data_dir), "seed": args.seed, "device": "cpu"}
+    regularized = SearchConfig(
+        strategy="regularized",
+        population=6,
+        generations=14,
+        steps=150,
+        era_max_blocks=1,
+        era_max_filters=8,
+        **common,
+    )
+    ne = SearchConfig(
+        strategy="ne", population=4, keep=2, generations=3, initial_steps=150, steps=150, **common
+    )
+    table: dict = {"workers": args.workers, "cores": torch.get_num_threads()}
+    for name, config in (("regularized", regularized), ("ne", ne)):
+        here = run(config, data, None)
+        there = run(config, data, args.workers)
+        ratio = here["wall_s"] / there["wall_s"]
+        table[name] = {"in_process": here, "workers": there, "speedup": round(ratio, 3)}
+        print(
+            f"{name}: in-process {here['wall_s']:.1f} s, {args.workers} workers {there['wall_s']:.1f} s: "
+            f"{ratio:.2f}x (best val {here['best_val']:.4f} / {there['best_val']:.4f})",
+            flush=True,
+        )
+    reg = table["regularized"]
+    table["model_steady"] = steady_model(
+        reg["in_process"], reg["workers"], regularized.population + regularized.generations
+    )
+    table["model_ne"] = ne_model(
+        table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population
+    )
+    for kind in ("model_steady", "model_ne"):
+        m = table[kind]
+        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "speedup"})
+        print("   expected speed-up:", ", ".join(f"{w} workers {s:.1f}x" for w, s in m["speedup"].items()))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT, json.dumps(table, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
