@@ -25,6 +25,7 @@ from evoir.search.workers.ray_pool import RayPool, require_ray
 from evoir.store import TensorStore
 
 from .conftest import assert_user_error
+from .test_cli_search import TINY
 from .test_strategies import Killed, _fresh
 
 STEADY = ("tournament", "evolution", "regularized", "crossover", "random", "local", "bayes")
@@ -150,21 +151,7 @@ def test_killed_driver_resumes_with_workers(tmp_path, data, runtime):
 
 
 def test_search_with_workers_from_the_cli(evoir_cli, tmp_path, runtime):
-    args = [
-        "--dataset",
-        "synthetic",
-        "-M",
-        "3",
-        "-K",
-        "2",
-        "-G",
-        "2",
-        "--initial-steps",
-        "10",
-        "--steps",
-        "5",
-    ]
-    result = evoir_cli("search", *args, "--start", "mlp", "--workers", "2", "--out", "run")
+    result = evoir_cli("search", *TINY, "--start", "mlp", "--workers", "2", "--out", "run")
     assert result.code == 0, result.err
     assert "training on 2 Ray workers (CPU) on 1 node" in result.out
     assert all("worker" in e for e in events(tmp_path / "run"))

@@ -561,9 +561,14 @@ class Search:
                 self.generation = g
                 self.finish_generation(selected)
         except StopRequested:
-            self.stopped = self.deadline.reason
-            self.stopped_after_s = self.total_elapsed()
-            self.evaluate_members()  # the report speaks of the members as they are now
+            self.note_stop()
+
+    def note_stop(self) -> None:
+        """A run stopped early: say why and when, and evaluate the members as they are now,
+        for the report (``run``)."""
+        self.stopped = self.deadline.reason
+        self.stopped_after_s = self.total_elapsed()
+        self.evaluate_members()
 
     def total_elapsed(self) -> float:
         return self.elapsed_s + (time.monotonic() - self._started)

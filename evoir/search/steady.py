@@ -95,9 +95,7 @@ class SteadyStateSearch(Search):
             else:
                 self.run_on_workers()
         except StopRequested:
-            self.stopped = self.deadline.reason
-            self.stopped_after_s = self.total_elapsed()
-            self.evaluate_members()
+            self.note_stop()
 
     def run_in_process(self) -> None:
         while self.accepted < self.total_candidates():

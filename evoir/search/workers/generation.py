@@ -101,15 +101,20 @@ def train_on_workers(search: Search, members: list[Member], steps: int, each: bo
         raise EvoirError(f"every member failed; the last: {members[-1].dropped}")
 
 
+def gathered(results: list[dict], field: str) -> dict[str, list[torch.Tensor]]:
+    """Each name in the results' ``field`` → its values, one per worker that returned it."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for r in results:
+        for name, value in r[field].items():
+            out.setdefault(name, []).append(value)
+    return out
+
+
 def merge_results(search: Search, results: list[dict], before: dict, moments_before: dict) -> dict:
     """One result whose tensors and moments merge every worker's (module docstring)."""
     rule = search.config.worker_merge
-    by_tensor: dict[str, list[torch.Tensor]] = {}
-    for r in results:
-        for tid, value in r["tensors"].items():
-            by_tensor.setdefault(tid, []).append(value)
     tensors = {}
-    for tid, values in by_tensor.items():
+    for tid, values in gathered(results, "tensors").items():
         if len(values) == 1:
             tensors[tid] = values[0]
         elif search.store.is_parameter(tid):
@@ -119,12 +124,8 @@ def merge_results(search: Search, results: list[dict], before: dict, moments_bef
             tensors[tid] = torch.stack(values).mean(0)
         else:  # batches seen
             tensors[tid] = before[tid] + sum(v - before[tid] for v in values)
-    by_moment: dict[str, list[torch.Tensor]] = {}
-    for r in results:
-        for name, value in r["moments"].items():
-            by_moment.setdefault(name, []).append(value)
     moments = {}
-    for name, values in by_moment.items():
+    for name, values in gathered(results, "moments").items():
         if len(values) == 1:
             moments[name] = values[0]
         elif name.startswith("step/"):

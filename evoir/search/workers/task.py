@@ -104,8 +104,7 @@ def run_task(task: dict, data: DataSet, device: str = "cpu") -> dict:
     alive = [m for m in members if m.dropped is None]
     evaluations: dict[str, Evaluation] = {}
     if task["evaluate"] and alive:
-        for m, ev in zip(alive, search.evaluations_on(alive, data.val), strict=True):
-            evaluations[m.id] = Evaluation(ev.correct, ev.probs)
+        evaluations = dict(zip([m.id for m in alive], search.evaluations_on(alive, data.val), strict=True))
     return {
         "tensors": {tid: store[tid].detach().cpu() for tid in task["tensors"]},
         "moments": {k: v.detach().cpu() for k, v in search.optimizer.state_tensors().items()},
