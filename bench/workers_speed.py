@@ -167,10 +167,10 @@ def main() -> None:
         )
     reg = table["regularized"]
     table["model_steady"] = steady_model(
-        reg["in_process"], reg["workers"], regularized.population + regularized.generations
+        reg["in_process"], reg["workers"], regularized.population + regularized.generations, args.workers
     )
     table["model_ne"] = ne_model(
-        table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population
+        table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population, args.workers
     )
     for kind in ("model_steady", "model_ne"):
         m = table[kind]
