@@ -7,6 +7,13 @@ model for larger clusters built from what this run measures.
    ``--workers`` local Ray workers; the same configuration and seed. Target: ≥ 1.6× with 2
    workers on a 2-core machine.
 2. NE (painter-base start): in-process, then on the workers.
+
+   Each gives three ratios. The whole search's wall-clock time. Its training and evaluation
+   GFLOP/s: a worker's candidate is proposed from the population as it is when the worker
+   frees up, so the two runs train different candidates (of different sizes), and FLOPs
+   put them on one scale. And a replay: the very tasks the workers ran, run again one
+   after another in this process with all its threads, then all at once on the workers;
+   identical work both ways, so the ratio is the parallel speed-up alone.
 3. The scaling model (printed and saved): from the measured time a worker spends on one
    candidate (t_c), the bytes a candidate's task and result carry (b), the driver's own time
    per result (t_d: proposing, accepting, events, checkpoint) and, for NE, the driver's time
@@ -15,8 +22,8 @@ model for larger clusters built from what this run measures.
        steady state   S(W) = t_here / max((t_c + b / B) / W, t_d)
        NE             S(W) = T_here / (T_share · 2 / min(W, M) + T_driver + W · b / B)
 
-   with B = 1.25 GB/s (10 Gb/s between machines), t_here and T_here the in-process run's
-   time per candidate and per generation. W workers overlap the candidates, but the driver
+   with B = 1.25 GB/s (10 Gb/s between machines), t_here and t_c a task's time in the
+   replay (in-process and on a worker), T_here the in-process run's time per generation. W workers overlap the candidates, but the driver
    handles results one at a time; NE cannot use more workers than members, and its
    evaluation stays on the driver.
 
@@ -40,6 +47,7 @@ from evoir.search.data import load_dataset
 from evoir.search.start import initial_network
 from evoir.search.strategies import strategy_class
 from evoir.search.workers.ray_pool import RayPool
+from evoir.search.workers.task import run_task
 
 from .ne_cifar import ROOT, ensure_cifar
 
@@ -55,8 +63,10 @@ class MeasuredPool(RayPool):
         self.task_bytes: list[int] = []
         self.result_bytes: list[int] = []
         self.worker_seconds: list[float] = []
+        self.tasks: list[dict] = []
 
     def submit(self, task, retries=None, key=None):
+        self.tasks.append(task)
         self.task_bytes.append(len(pickle.dumps(task)))
         return super().submit(task, retries, key)
 
@@ -84,21 +94,49 @@ def run(config: SearchConfig, data, workers: int | None) -> dict:
             "seconds": {k: round(v, 2) for k, v in search.seconds.items()},
             "best_val": search.best().val_acc,
             "generations": search.generation,
+            # Asynchronous proposals see a different population, so the two runs train
+            # different candidates: the FLOPs they did normalise the comparison.
+            "flops": search.flops_train + search.flops_eval,
         }
+        out["gflops_per_s"] = round(out["flops"] / wall / 1e9, 3)
         if pool is not None:
             out["task_bytes_mean"] = sum(pool.task_bytes) / len(pool.task_bytes)
             out["result_bytes_mean"] = sum(pool.result_bytes) / len(pool.result_bytes)
             out["worker_seconds_mean"] = sum(pool.worker_seconds) / len(pool.worker_seconds)
             out["tasks"] = len(pool.task_bytes)
+            out["replay"] = replay(pool, data)
             pool.close()
         return out
 
 
-def steady_model(here: dict, there: dict, results: int, workers: int) -> dict:
-    """Steady state: the in-process run pays t_here per candidate; W workers overlap
-    t_c + b / B each, but the driver takes t_d per result, one at a time."""
-    t_here = here["wall_s"] / results
-    t_c = there["worker_seconds_mean"]
+def replay(pool: MeasuredPool, data) -> dict:
+    """The very tasks the workers ran, once more: one after another in this process (all its
+    threads), then all at once on the pool. Identical work on both sides, so the ratio is the
+    workers' parallel speed-up alone."""
+    tasks = list(pool.tasks)
+    started = time.perf_counter()
+    for task in tasks:
+        run_task(task, data, "cpu")
+    here = time.perf_counter() - started
+    started = time.perf_counter()
+    results = pool.gather([pool.submit(task) for task in tasks], lambda: False)
+    there = time.perf_counter() - started
+    return {
+        "tasks": len(tasks),
+        "in_process_s": round(here, 2),
+        "workers_s": round(there, 2),
+        "worker_seconds_mean": sum(r["seconds"] for r in results) / len(results),
+        "speedup": round(here / there, 3),
+    }
+
+
+def steady_model(there: dict, results: int, workers: int) -> dict:
+    """Steady state: in-process a candidate costs t_here; W workers overlap t_c + b / B each,
+    but the driver takes t_d per result, one at a time. t_here and t_c come from the replay
+    (the same candidates both ways), t_d and b from the workers' run."""
+    replayed = there["replay"]
+    t_here = replayed["in_process_s"] / replayed["tasks"]
+    t_c = replayed["worker_seconds_mean"]
     t_d = max(1e-6, (there["wall_s"] - there["seconds"].get("workers", 0.0)) / results)
     b = there["task_bytes_mean"] + there["result_bytes_mean"]
     model = {w: t_here / max((t_c + b / BANDWIDTH) / w, t_d) for w in (workers, 8, 64, 256)}
@@ -145,7 +183,7 @@ def main() -> None:
     regularized = SearchConfig(
         strategy="regularized",
         population=6,
-        generations=14,
+        generations=24,
         steps=150,
         era_max_blocks=1,
         era_max_filters=8,
@@ -159,15 +197,25 @@ def main() -> None:
         here = run(config, data, None)
         there = run(config, data, args.workers)
         ratio = here["wall_s"] / there["wall_s"]
-        table[name] = {"in_process": here, "workers": there, "speedup": round(ratio, 3)}
+        work_ratio = there["gflops_per_s"] / here["gflops_per_s"]
+        table[name] = {
+            "in_process": here,
+            "workers": there,
+            "speedup": round(ratio, 3),
+            "throughput_speedup": round(work_ratio, 3),
+        }
+        replayed = there["replay"]
         print(
             f"{name}: in-process {here['wall_s']:.1f} s, {args.workers} workers {there['wall_s']:.1f} s: "
-            f"{ratio:.2f}x (best val {here['best_val']:.4f} / {there['best_val']:.4f})",
+            f"{ratio:.2f}x wall, {work_ratio:.2f}x GFLOP/s ({here['gflops_per_s']:.2f} / "
+            f"{there['gflops_per_s']:.2f}); the same {replayed['tasks']} tasks replayed: "
+            f"{replayed['in_process_s']:.1f} s / {replayed['workers_s']:.1f} s = {replayed['speedup']:.2f}x "
+            f"(best val {here['best_val']:.4f} / {there['best_val']:.4f})",
             flush=True,
         )
     reg = table["regularized"]
     table["model_steady"] = steady_model(
-        reg["in_process"], reg["workers"], regularized.population + regularized.generations, args.workers
+        reg["workers"], regularized.population + regularized.generations, args.workers
     )
     table["model_ne"] = ne_model(
         table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population, args.workers
