@@ -77,6 +77,11 @@ def test_one_worker_gives_the_in_process_run(tmp_path, data, runtime, strategy):
     assert [(m.id, m.val_acc, m.steps) for m in there.members] == [
         (m.id, m.val_acc, m.steps) for m in here.members
     ]
+    assert (there.flops_train, there.flops_eval, there.steps_trained) == (
+        here.flops_train,
+        here.flops_eval,
+        here.steps_trained,
+    )
     for name in there.store:  # the same weights, bit for bit
         assert torch.equal(there.store[name], here.store[name]), name
     assert not any("worker" in e for e in events(tmp_path / "here"))
