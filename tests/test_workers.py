@@ -119,6 +119,11 @@ def test_ne_on_two_workers_shares_each_generation_out(tmp_path, data, runtime):
     assert search.steps_trained == cfg.initial_steps + cfg.generations * cfg.steps  # no step lost or doubled
     last = [e for e in events(tmp_path / "ne") if e["generation"] == 2]
     assert len({e["worker"]["pid"] for e in last}) == 2  # three members on two workers
+    # Evaluated on the workers, not here, and as the driver would have measured it.
+    assert "evaluate" not in search.seconds
+    here = search.evaluations_on(search.members, data.val)
+    assert [m.val_acc for m in search.members] == [ev.accuracy for ev in here]
+    assert [search.correct[m.id].tolist() for m in search.members] == [ev.correct.tolist() for ev in here]
 
 
 @pytest.mark.no_auto_verify

@@ -489,9 +489,15 @@ class Search:
         )
 
     def evaluate_members(self, members: list[Member] | None = None) -> None:
-        """Validation accuracy of ``members`` (default: all), in one pass over the data."""
+        """Validation accuracy of ``members`` (default: all), in one pass over the data, or
+        shared out among the parallel workers (``workers/generation.py``)."""
         members = [m for m in (self.members if members is None else members) if m.dropped is None]
-        evaluations = self.evaluations_on(members, self.data.val)
+        if self.pool is not None and members and not self.should_stop():
+            from .workers.generation import evaluate_on_workers
+
+            evaluations = evaluate_on_workers(self, members)
+        else:  # in-process, or a stopped run's last look at its members (``note_stop``)
+            evaluations = self.evaluations_on(members, self.data.val)
         for m, ev in zip(members, evaluations, strict=True):
             self.record_evaluation(m, ev)
 

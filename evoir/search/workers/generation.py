@@ -1,4 +1,5 @@
-"""A generation's training shared out among the workers (NE, speciation, independent).
+"""A generation's training and evaluation shared out among the workers (NE, speciation,
+independent).
 
 The members are dealt round-robin to the workers (at most one worker per member); each
 worker gets copies of the tensors its members use and of their Adam moments, and its own
@@ -22,6 +23,11 @@ start of the generation and each worker's θ_w:
     BN statistics   the mean of the workers' running mean and variance; the count of
                     batches seen advances by the sum
 
+**Evaluation.** After the merge the members are dealt out again, each worker gets the merged
+tensors of its share (no moments), evaluates them on the validation split and returns only
+their evaluations: a member's accuracy does not depend on the members it is evaluated with,
+so it is the one the driver would have measured.
+
 The mean is model averaging (local SGD, FedAvg) over the workers that shared a tensor. The
 sum would apply every worker's steps, as the in-process run applies all N_j of them, but
 Adam moves each worker by about lr per step whatever its batch, so two workers' sum is a
@@ -39,6 +45,7 @@ import torch
 from evoir.errors import EvoirError
 
 from ..engine import Member, Search, StopRequested
+from ..evaluate import Evaluation
 from ..speciation import derived_seed
 from .task import make_task, take_steps, take_tensors
 
@@ -99,6 +106,30 @@ def train_on_workers(search: Search, members: list[Member], steps: int, each: bo
     search.joint_rng.set_state(results[0]["joint_rng"])
     if not any(m.dropped is None for m in members):
         raise EvoirError(f"every member failed; the last: {members[-1].dropped}")
+
+
+def evaluate_on_workers(search: Search, members: list[Member]) -> list[Evaluation]:
+    """``members``' validation evaluations, shared out among the workers (module docstring)."""
+    tasks = []
+    for part in shares(members, search.pool.slots):
+        task = make_task(
+            search,
+            part,
+            0,
+            each=True,
+            evaluate=True,
+            stream=search.stream.state_dict(),
+            joint_rng=search.joint_rng.get_state(),
+            rng=torch.get_rng_state(),
+        )
+        task["moments"] = {}  # nothing trains
+        tasks.append(task)
+    keys = [search.pool.submit(task) for task in tasks]
+    results = search.wait_for_workers(search.pool.gather, keys, search.should_stop)
+    if results is None:
+        raise StopRequested(search.deadline.reason)
+    evaluations = {mid: ev for r in results for mid, ev in r["evaluations"].items()}
+    return [evaluations[m.id] for m in members]
 
 
 def gathered(results: list[dict], field: str) -> dict[str, list[torch.Tensor]]:

@@ -92,7 +92,9 @@ def run_task(task: dict, data: DataSet, device: str = "cpu") -> dict:
     search.joint_rng.set_state(task["joint_rng"])
     torch.set_rng_state(task["rng"])
     try:
-        if task["each"]:
+        if not task["steps"]:  # evaluation only
+            pass
+        elif task["each"]:
             search.train_each(members, task["steps"])
         else:
             search.joint_train(task["steps"], members)
@@ -105,9 +107,12 @@ def run_task(task: dict, data: DataSet, device: str = "cpu") -> dict:
     evaluations: dict[str, Evaluation] = {}
     if task["evaluate"] and alive:
         evaluations = dict(zip([m.id for m in alive], search.evaluations_on(alive, data.val), strict=True))
+    trained = bool(task["steps"])  # an evaluation changes no tensor: none travels back
     return {
-        "tensors": {tid: store[tid].detach().cpu() for tid in task["tensors"]},
-        "moments": {k: v.detach().cpu() for k, v in search.optimizer.state_tensors().items()},
+        "tensors": {tid: store[tid].detach().cpu() for tid in task["tensors"]} if trained else {},
+        "moments": {k: v.detach().cpu() for k, v in search.optimizer.state_tensors().items()}
+        if trained
+        else {},
         "steps": {m.id: m.steps - begin[m.id] for m in members},
         "dropped": {m.id: m.dropped for m in members if m.dropped is not None},
         "evaluations": evaluations,
