@@ -1,7 +1,7 @@
 """Parallel workers against the in-process search, side by side on CIFAR-10, and a scaling
 model for larger clusters built from what this run measures.
 
-    python -m bench.workers_speed [--data-dir DIR] [--workers 2]
+    python -m bench.workers_speed [--data-dir DIR] [--workers 2] [--models-only]
 
 1. ``--strategy regularized`` (ERA's space, small networks): in-process, then on
    ``--workers`` local Ray workers; the same configuration and seed. Target: ≥ 1.6× with 2
@@ -16,16 +16,19 @@ model for larger clusters built from what this run measures.
    identical work both ways, so the ratio is the parallel speed-up alone.
 3. The scaling model (printed and saved): from the measured time a worker spends on one
    candidate (t_c), the bytes a candidate's task and result carry (b), the driver's own time
-   per result (t_d: proposing, accepting, events, checkpoint) and, for NE, the driver's time
-   per generation outside the workers (evaluation, merge, checkpoint):
+   per result (t_d: proposing, accepting, events, checkpoint) and, for NE, a worker's busy
+   time per generation (T_share: its share's training and evaluation), the bytes it moves
+   per generation (b) and the driver's time per generation outside the workers (T_driver:
+   the merge, the checkpoint):
 
        steady state   S(W) = t_here / max((t_c + b / B) / W, t_d)
        NE             S(W) = T_here / (T_share · 2 / min(W, M) + T_driver + W · b / B)
 
    with B = 1.25 GB/s (10 Gb/s between machines), t_here and t_c a task's time in the
-   replay (in-process and on a worker), T_here the in-process run's time per generation. W workers overlap the candidates, but the driver
-   handles results one at a time; NE cannot use more workers than members, and its
-   evaluation stays on the driver.
+   replay (in-process and on a worker), T_here the in-process run's time per generation.
+   W workers overlap the candidates, but the driver handles results one at a time; NE
+   cannot use more workers than members. ``--models-only`` recomputes the models from the
+   saved JSON.
 
 The JSON goes to bench/results/cpu/workers_speed.json.
 """
@@ -151,13 +154,15 @@ def steady_model(there: dict, results: int, workers: int) -> dict:
 
 
 def ne_model(here: dict, there: dict, generations: int, population: int, workers: int) -> dict:
-    """NE: a generation's training splits over min(W, M) workers (a worker's share of the
-    2-worker run scaled by 2 / min(W, M)); the driver's evaluation, merge and checkpoint
-    stay serial; every worker's tensors cross the network twice."""
+    """NE: a generation's training and evaluation split over min(W, M) workers (a worker's
+    busy time per generation in the run, scaled by its share: min(workers, M) / min(W, M));
+    the driver's merge and checkpoint stay serial; every worker's tensors cross the network
+    twice per task."""
+    used = min(workers, population) * generations  # a worker's tasks per generation, summed
     t_here = here["wall_s"] / generations
-    t_share = there["worker_seconds_mean"]  # one worker's share of a generation, W = workers
+    t_share = there["worker_seconds_mean"] * there["tasks"] / used
     t_driver = max(0.0, there["wall_s"] - there["seconds"].get("workers", 0.0)) / generations
-    b = there["task_bytes_mean"] + there["result_bytes_mean"]
+    b = (there["task_bytes_mean"] + there["result_bytes_mean"]) * there["tasks"] / used
     model = {
         w: t_here / (t_share * min(workers, population) / min(w, population) + t_driver + w * b / BANDWIDTH)
         for w in (workers, 8, 64, 256)
@@ -176,9 +181,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/evoir-cifar"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--models-only", action="store_true", help="recompute the scaling models from the saved JSON"
+    )
     args = parser.parse_args()
-    ensure_cifar(args.data_dir)
-    data = load_dataset("cifar10", args.data_dir, seed=args.seed)
     common = {"dataset": "cifar10", "data_dir": str(args.data_dir), "seed": args.seed, "device": "cpu"}
     regularized = SearchConfig(
         strategy="regularized",
@@ -192,6 +198,28 @@ def main() -> None:
     ne = SearchConfig(
         strategy="ne", population=4, keep=2, generations=3, initial_steps=150, steps=150, **common
     )
+    table = json.loads(OUT.read_text()) if args.models_only else measure(args, regularized, ne)
+    workers = table["workers"]
+    reg = table["regularized"]
+    table["model_steady"] = steady_model(
+        reg["workers"], regularized.population + regularized.generations, workers
+    )
+    table["model_ne"] = ne_model(
+        table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population, workers
+    )
+    for kind in ("model_steady", "model_ne"):
+        m = table[kind]
+        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "speedup"})
+        print("   expected speed-up:", ", ".join(f"{w} workers {s:.1f}x" for w, s in m["speedup"].items()))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT, json.dumps(table, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+def measure(args, regularized: SearchConfig, ne: SearchConfig) -> dict:
+    """Both searches in-process and on the workers, side by side."""
+    ensure_cifar(args.data_dir)
+    data = load_dataset("cifar10", args.data_dir, seed=args.seed)
     table: dict = {"workers": args.workers, "cores": torch.get_num_threads()}
     for name, config in (("regularized", regularized), ("ne", ne)):
         here = run(config, data, None)
@@ -213,20 +241,7 @@ def main() -> None:
             f"(best val {here['best_val']:.4f} / {there['best_val']:.4f})",
             flush=True,
         )
-    reg = table["regularized"]
-    table["model_steady"] = steady_model(
-        reg["workers"], regularized.population + regularized.generations, args.workers
-    )
-    table["model_ne"] = ne_model(
-        table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population, args.workers
-    )
-    for kind in ("model_steady", "model_ne"):
-        m = table[kind]
-        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "speedup"})
-        print("   expected speed-up:", ", ".join(f"{w} workers {s:.1f}x" for w, s in m["speedup"].items()))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT, json.dumps(table, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    return table
 
 
 if __name__ == "__main__":
