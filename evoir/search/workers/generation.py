@@ -94,10 +94,7 @@ def train_on_workers(search: Search, members: list[Member], steps: int, each: bo
         stream.skip(n * len(part) if each else n)
     before = {tid: t for task in tasks for tid, t in task["tensors"].items()}
     moments_before = {name: v for task in tasks for name, v in task["moments"].items()}
-    keys = [search.pool.submit(task) for task in tasks]
-    results = search.wait_for_workers(search.pool.gather, keys, search.should_stop)
-    if results is None:
-        raise StopRequested(search.deadline.reason)
+    results = run_all(search, tasks)
     merged = merge_results(search, results, before, moments_before)
     take_tensors(search, merged)
     for part, result in zip(parts, results, strict=True):
@@ -110,9 +107,8 @@ def train_on_workers(search: Search, members: list[Member], steps: int, each: bo
 
 def evaluate_on_workers(search: Search, members: list[Member]) -> list[Evaluation]:
     """``members``' validation evaluations, shared out among the workers (module docstring)."""
-    tasks = []
-    for part in shares(members, search.pool.slots):
-        task = make_task(
+    tasks = [
+        make_task(
             search,
             part,
             0,
@@ -122,14 +118,20 @@ def evaluate_on_workers(search: Search, members: list[Member]) -> list[Evaluatio
             joint_rng=search.joint_rng.get_state(),
             rng=torch.get_rng_state(),
         )
-        task["moments"] = {}  # nothing trains
-        tasks.append(task)
+        for part in shares(members, search.pool.slots)
+    ]
+    results = run_all(search, tasks)
+    evaluations = {mid: ev for r in results for mid, ev in r["evaluations"].items()}
+    return [evaluations[m.id] for m in members]
+
+
+def run_all(search: Search, tasks: list[dict]) -> list[dict]:
+    """The results of ``tasks``, run at once on the workers, in their order."""
     keys = [search.pool.submit(task) for task in tasks]
     results = search.wait_for_workers(search.pool.gather, keys, search.should_stop)
     if results is None:
         raise StopRequested(search.deadline.reason)
-    evaluations = {mid: ev for r in results for mid, ev in r["evaluations"].items()}
-    return [evaluations[m.id] for m in members]
+    return results
 
 
 def gathered(results: list[dict], field: str) -> dict[str, list[torch.Tensor]]:

@@ -36,11 +36,12 @@ def make_task(
     joint_rng: torch.Tensor,
     rng: torch.Tensor,
 ) -> dict:
-    """A task for ``members`` of ``search`` (tensors copied to the CPU)."""
+    """A task for ``members`` of ``search`` (tensors copied to the CPU). With no ``steps``
+    (an evaluation) nothing trains, so no Adam moments travel."""
     tids = sorted({tid for m in members for tid in m.graph.tensor_ids()})
     moments = {
         f"{key}/{tid}": value.detach().cpu()
-        for tid in tids
+        for tid in (tids if steps else [])
         if tid in search.optimizer.state
         for key, value in search.optimizer.state[tid].items()
     }
@@ -91,12 +92,11 @@ def run_task(task: dict, data: DataSet, device: str = "cpu") -> dict:
     search.stream.load_state_dict(task["stream"])
     search.joint_rng.set_state(task["joint_rng"])
     torch.set_rng_state(task["rng"])
+    trained = bool(task["steps"])  # an evaluation changes no tensor: none travels back
     try:
-        if not task["steps"]:  # evaluation only
-            pass
-        elif task["each"]:
+        if trained and task["each"]:
             search.train_each(members, task["steps"])
-        else:
+        elif trained:
             search.joint_train(task["steps"], members)
     except EvoirError:  # every member of this task failed; each is marked dropped
         if any(m.dropped is None for m in members):
@@ -107,7 +107,6 @@ def run_task(task: dict, data: DataSet, device: str = "cpu") -> dict:
     evaluations: dict[str, Evaluation] = {}
     if task["evaluate"] and alive:
         evaluations = dict(zip([m.id for m in alive], search.evaluations_on(alive, data.val), strict=True))
-    trained = bool(task["steps"])  # an evaluation changes no tensor: none travels back
     return {
         "tensors": {tid: store[tid].detach().cpu() for tid in task["tensors"]} if trained else {},
         "moments": {k: v.detach().cpu() for k, v in search.optimizer.state_tensors().items()}
