@@ -93,26 +93,35 @@ def verify_result(
     snapshot: Mapping[str, torch.Tensor] | None = None,
     **kw,
 ) -> Verification:
-    """Verify a pass result; ``snapshot`` holds the parent's tensors as they were before."""
+    """Verify a pass result in the modes its applied pass claims (train mode too only for
+    ``Preserves.EVAL_AND_TRAIN``); ``snapshot`` holds the parent's tensors as they were before."""
     view = result.store_view(store)
     parent_tensors = snapshot if snapshot is not None else store
     return verify(
-        before, parent_tensors, result.graph, view, train_mode=result.applied.preserves_in_train_mode, **kw
+        before, parent_tensors, result.graph, view, train_mode=result.applied.preserves.in_train, **kw
     )
 
 
 class FunctionCheck:
-    """A ``PassManager`` instrument: after every pass that claims to preserve the function,
-    verify it, and reject the pass when the check fails (or a parent tensor changed)."""
+    """A pass instrument (``passes.runner.instrument``, or ``PassManager(..., [check])``):
+    after every modifying pass that claims to preserve the function, verify it, and reject the
+    pass (``PassError``) when the check fails or a parent tensor changed."""
 
     def __init__(self, samples: int = 4, seed: int = 0, **kw):
         self.kw = dict(samples=samples, seed=seed, **kw)
         self.verifications: list[Verification] = []
 
-    def after_pass(self, pass_: Pass, before: Graph, result: PassResult, store: TensorStore) -> None:
-        if not result.modified or not result.applied.preserves:
+    def __call__(
+        self,
+        pass_: Pass,
+        before: Graph,
+        store: TensorStore,
+        snapshot: Mapping[str, torch.Tensor] | None,
+        result: PassResult,
+    ) -> None:
+        if not result.modified or not result.applied.preserves.in_eval:
             return
-        verification = verify_result(before, result, store, **self.kw)
+        verification = verify_result(before, result, store, snapshot=snapshot, **self.kw)
         self.verifications.append(verification)
         if not verification.ok:
             raise PassError(f"function check failed: {verification.summary()}")

@@ -15,7 +15,7 @@ from evoir.errors import EvoirError
 from evoir.graph import Graph
 from evoir.modelfile import save_model
 from evoir.passes import all_passes, get_pass
-from evoir.passes.base import parse_pass, parse_value
+from evoir.passes.base import Preserves, parse_pass, parse_value
 from evoir.passes.random_mutation import PRESERVING_OPS, random_mutation
 
 from .common import check_output, fail_check, human, load, model_argument, samples_option
@@ -122,7 +122,7 @@ def mutate(model_path, op, at, channels, kernel, seed, extra, tau, output, force
     click.echo(result.applied.line())
     before, after = count_params(model.graph), count_params(result.graph)
     click.echo(f"parameters: {human(before)} -> {human(after)} ({before:,} -> {after:,})")
-    if result.applied.preserves:
+    if result.applied.preserves.in_eval:
         verification = verify_result(model.graph, result, model.store, samples=samples)
         click.echo(verification.summary())
         if not verification.ok:
@@ -215,7 +215,7 @@ def _eval_only_pass(a: Graph, b: Graph) -> str | None:
             p = parse_pass(line)
         except EvoirError:
             return None
-        if p.preserves and not p.preserves_in_train_mode:
+        if p.preserves is Preserves.EVAL:
             return line
     return None
 

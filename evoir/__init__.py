@@ -8,7 +8,15 @@ backend: ``evoir.backends`` lowers the IR, ``evoir.passes`` rewrites it, ``evoir
 from . import ops  # noqa: F401  (registers the ops)
 from .analysis import Analysis, NodeCost, analyze, count_params
 from .builder import GraphBuilder, NodeFactory, make_node
-from .errors import EvoirError, GraphError, ModelFileError, PassError, StoreError, UnsupportedError
+from .errors import (
+    EvoirError,
+    GraphError,
+    ModelFileError,
+    PassContractError,
+    PassError,
+    StoreError,
+    UnsupportedError,
+)
 from .graph import SCHEMA_VERSION, Graph, Node
 from .modelfile import Model, load_graph, load_model, save_model
 from .store import TensorStore
@@ -28,6 +36,7 @@ __all__ = [
     "Node",
     "NodeCost",
     "NodeFactory",
+    "PassContractError",
     "PassError",
     "StoreError",
     "TensorStore",

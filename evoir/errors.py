@@ -44,3 +44,8 @@ class UnsupportedError(EvoirError):
 
 class PassError(EvoirError):
     """A pass refused to run, with its reason and the passes that ran before it."""
+
+
+class PassContractError(EvoirError):
+    """A pass broke the pass contract: it changed its input graph, or replaced or edited a
+    tensor already in the store. A bug in the pass, not a refusal: nothing redraws past it."""

@@ -1,7 +1,9 @@
 """Rewrite passes over the IR (installed as ``evoir.passes``).
 
 Importing this package registers every pass; ``all_passes()`` lists them and ``parse_pass``
-turns a pass line back into a pass.
+turns a pass line back into a pass. Every application goes through ``run_pass`` (what
+``pass_(graph, store)`` does), which checks the pass contract and calls the instruments
+installed with ``instrument``.
 """
 
 from . import (  # noqa: F401  (registration)
@@ -26,6 +28,17 @@ from . import (  # noqa: F401  (registration)
     reset_weights,
     widen,
 )
-from .base import Pass, PassResult, all_passes, get_pass, parse_pass, register_pass
+from .base import Pass, PassResult, Preserves, all_passes, get_pass, parse_pass, register_pass
+from .runner import instrument, run_pass
 
-__all__ = ["Pass", "PassResult", "all_passes", "get_pass", "parse_pass", "register_pass"]
+__all__ = [
+    "Pass",
+    "PassResult",
+    "Preserves",
+    "all_passes",
+    "get_pass",
+    "instrument",
+    "parse_pass",
+    "register_pass",
+    "run_pass",
+]

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation, backbone_ops
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -31,7 +31,7 @@ class AlterChannels(RealMutation):
     the new width makes the pass refuse. Equal channels change nothing."""
 
     name: ClassVar[str] = "alter-channels"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: change a backbone conv's output channels, weights inherited"
 
     at: str | None = option(None, "conv2d node (none: a random ungrouped backbone conv)")

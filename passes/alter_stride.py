@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -36,7 +36,7 @@ class AlterStride(RealMutation):
     its input); a stride equal to the current one changes nothing."""
 
     name: ClassVar[str] = "alter-stride"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: set a backbone conv's stride to another power of 2"
 
     at: str | None = option(None, "conv2d node (none: a random backbone conv)")

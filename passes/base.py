@@ -3,22 +3,38 @@
 A pass and its options print as one line (``widen{at=stage1.block1.add,channels=8,kernel=3,seed=1}``)
 and parse back from it, so an individual's lineage is a replayable list of lines. Calling a
 pass never mutates its input graph and never changes a tensor already in the store: it returns
-a new graph and the tensors it added, which the caller merges into the (shared) store.
+a new graph and the tensors it added, which the caller merges into the (shared) store. Every
+call goes through the runner (``passes.runner``), which checks that contract; a pass declares
+what it keeps of the function in one typed field, ``preserves``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from evoir.errors import EvoirError, PassError
-from evoir.frozen import freeze
+from evoir.errors import PassError
 from evoir.graph import Graph
 from evoir.store import TensorStore
+
+from .runner import run_pass, with_lineage
+
+__all__ = [
+    "Pass",
+    "PassResult",
+    "Preserves",
+    "all_passes",
+    "get_pass",
+    "option",
+    "parse_pass",
+    "register_pass",
+    "with_lineage",
+]
 
 
 @dataclass(frozen=True)
@@ -53,47 +69,57 @@ class PassResult:
         return store
 
 
+class Preserves(enum.Enum):
+    """What a pass keeps of the network's function.
+
+    ``NOTHING``: the function may change. ``EVAL``: the same function in eval mode only (e.g.
+    an inserted BN that is the identity on its running statistics but not on batch statistics).
+    ``EVAL_AND_TRAIN``: the same function in eval and train mode. The truth value is
+    ``in_eval`` (whether the pass keeps the function at all).
+    """
+
+    NOTHING = "nothing"
+    EVAL = "eval"
+    EVAL_AND_TRAIN = "eval+train"
+
+    @property
+    def in_eval(self) -> bool:
+        """Whether the function is kept in eval mode (true unless ``NOTHING``)."""
+        return self is not Preserves.NOTHING
+
+    @property
+    def in_train(self) -> bool:
+        """Whether the function is kept in train mode too (BN batch statistics)."""
+        return self is Preserves.EVAL_AND_TRAIN
+
+    def __bool__(self) -> bool:
+        return self.in_eval
+
+
 @dataclass(frozen=True)
 class Pass:
     """Base class. Subclasses are frozen dataclasses, set ``name`` and implement ``run``.
 
     Class attributes:
         name: the pass's name in pass lines and on the command line.
-        preserves_function: whether the rewritten graph computes the same function.
-        preserves_in_train_mode: whether that also holds in train mode (BN batch statistics).
+        preserves: what the rewritten graph keeps of the function (``Preserves``). A pass
+            whose claim depends on its options overrides it with a property.
     """
 
     name: ClassVar[str] = ""
-    preserves_function: ClassVar[bool] = True
+    preserves: ClassVar[Preserves] = Preserves.EVAL_AND_TRAIN
     summary: ClassVar[str] = ""
 
-    @property
-    def preserves_in_train_mode(self) -> bool:
-        return self.preserves_function
-
-    @property
-    def preserves(self) -> bool:
-        """Whether this pass, with these options, preserves the function (eval mode)."""
-        return self.preserves_function
-
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
+        """The rewrite itself. The runner has validated ``graph`` against ``store``, and checks
+        the result: a pass does not validate its own input or output."""
         raise NotImplementedError
 
     def __call__(self, graph: Graph, store: TensorStore) -> PassResult:
-        """Run the pass; ``EvoirError``s come back as ``PassError`` naming the pass line."""
-        try:
-            result = self.run(graph, store)
-            result.graph.validate(result.store_view(store))
-        except PassError:
-            raise
-        except EvoirError as err:
-            raise PassError(f"{self.line()}: {err}") from None
-        overlap = [tid for tid in result.added if tid in store]
-        if overlap:  # a bug, not a user error: passes must only add fresh ids
-            raise RuntimeError(f"{self.line()} tried to replace existing tensors {overlap[:3]}")
-        if not result.modified:
-            return result
-        return dataclasses.replace(result, graph=with_lineage(result.graph, result.applied.line()))
+        """Apply the pass through the runner (``passes.runner.run_pass``): input validated,
+        result checked, lineage appended, instruments called. ``EvoirError``s come back as
+        ``PassError`` naming the pass line."""
+        return run_pass(self, graph, store)
 
     def refuse(self, reason: str) -> PassError:
         return PassError(f"{self.line()}: {reason}")
@@ -115,13 +141,6 @@ class Pass:
             default = f.default if f.default is not dataclasses.MISSING else None
             out.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
         return out
-
-
-def with_lineage(graph: Graph, line: str) -> Graph:
-    """``graph`` with ``line`` appended to ``metadata["lineage"]`` (the replayable history)."""
-    meta = dict(graph.metadata)
-    meta["lineage"] = [*meta.get("lineage", ()), line]
-    return graph.model_copy(update={"metadata": freeze(meta)})
 
 
 def option(default: Any, help: str) -> Any:  # noqa: A002  (mirrors click's vocabulary)

@@ -10,7 +10,7 @@ from evoir.store import TensorStore
 
 from .alter_stride import same_padding
 from .backbone import RealMutation
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -27,7 +27,7 @@ class FilterSize(RealMutation):
     A size equal to the current one changes nothing."""
 
     name: ClassVar[str] = "filter-size"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: change a backbone conv's kernel size on one axis, taps inherited"
 
     at: str | None = option(None, "conv2d node (none: a random backbone conv)")

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -27,7 +27,7 @@ class InsertConv(RealMutation):
     """
 
     name: ClassVar[str] = "insert-conv"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: insert a 3x3 conv (+BN+ReLU or linear) in the backbone"
 
     at: str | None = option(None, "backbone node to insert after (none: a random vertex)")

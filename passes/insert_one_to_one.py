@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -23,7 +23,7 @@ class InsertOneToOne(RealMutation):
     without backbone."""
 
     name: ClassVar[str] = "insert-one-to-one"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: insert an identity edge to a new BN+ReLU vertex in the backbone"
 
     at: str | None = option(None, "backbone node to insert after (none: a random vertex)")

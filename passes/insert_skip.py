@@ -9,7 +9,7 @@ from evoir.graph import Graph, Node
 from evoir.store import TensorStore
 
 from .backbone import RealMutation, vertices
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 from .topology import ancestors
@@ -25,7 +25,7 @@ class InsertSkip(RealMutation):
     vertex that has an earlier one."""
 
     name: ClassVar[str] = "insert-skip"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: add a skip (add) from an earlier backbone vertex into a later one"
 
     at: str | None = option(None, "the later vertex, primary input of the add (none: random)")

@@ -1,26 +1,24 @@
-"""Run passes in order, validating after each and calling instruments around each.
+"""Run passes in order, with instruments installed for the pipeline.
 
-Instruments observe (and may veto) every pass: the function check of ``evoir.backends.verify``
-is one. The input store is never modified: the manager works on a view and returns the
-tensors the passes added, for the caller to commit.
+Each pass goes through the runner (``passes.runner``), which validates and checks it; the
+manager adds the pipeline's view: the passes run so far, and errors naming the failing pass,
+its position and its history. Instruments observe (and may veto) every pass applied in the
+pipeline: the function check of ``evoir.backends.verify`` is one. The input store is never
+modified: the manager works on a view and returns the tensors the passes added, for the
+caller to commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from evoir.errors import EvoirError, PassError
+from evoir.errors import EvoirError, PassContractError, PassError
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, parse_pass
-
-
-class Instrument(Protocol):
-    def after_pass(self, pass_: Pass, before: Graph, result: PassResult, store: TensorStore) -> None:
-        """Called with the store as the pass saw it; raise ``PassError`` to reject the pass."""
+from .runner import Instrument, instrument
 
 
 @dataclass
@@ -40,7 +38,8 @@ class PipelineResult:
 
 
 class PassManager:
-    """Runs ``passes`` (objects or pass lines) in order.
+    """Runs ``passes`` (objects or pass lines) in order, with ``instruments`` installed (they
+    also see the passes those passes call).
 
     Errors name the failing pass with its options, its position and the passes before it.
     """
@@ -53,24 +52,22 @@ class PassManager:
         view = TensorStore(dict(store))
         added = TensorStore()
         out = PipelineResult(graph, added)
-        for k, pass_ in enumerate(self.passes):
-            before = out.graph
-            try:
-                result = pass_(before, view)
-                result.graph.validate(result.store_view(view))
-                for instrument in self.instruments:
-                    instrument.after_pass(pass_, before, result, view)
-            except EvoirError as err:
-                history = ", ".join(out.lines) or "none"
-                reason = str(err).removeprefix(f"{pass_.line()}: ")
-                raise PassError(
-                    f"pass {k + 1} of {len(self.passes)} ({pass_.line()}) failed after [{history}]: {reason}"
-                ) from None
-            view.update(result.added)
-            added.update(result.added)
-            out.graph = result.graph
-            out.applied.append(result.applied)
-            out.results.append(result)
+        with instrument(*self.instruments):
+            for k, pass_ in enumerate(self.passes):
+                try:
+                    result = pass_(out.graph, view)
+                except EvoirError as err:
+                    history = ", ".join(out.lines) or "none"
+                    reason = str(err).removeprefix(f"{pass_.line()}: ")
+                    kind = PassContractError if isinstance(err, PassContractError) else PassError
+                    raise kind(
+                        f"pass {k + 1} of {len(self.passes)} ({pass_.line()}) failed after [{history}]: {reason}"
+                    ) from None
+                view.update(result.added)
+                added.update(result.added)
+                out.graph = result.graph
+                out.applied.append(result.applied)
+                out.results.append(result)
         return out
 
 

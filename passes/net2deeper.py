@@ -22,7 +22,7 @@ from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 from evoir.types import TORCH_DTYPES
 
-from .base import Pass, PassResult, option, register_pass
+from .base import Pass, PassResult, Preserves, option, register_pass
 from .deepen import deepen_sites
 from .rewrite import Rewriter
 
@@ -119,8 +119,8 @@ class Net2Deeper(Pass):
             )
 
     @property
-    def preserves_in_train_mode(self) -> bool:
-        return not self.bn
+    def preserves(self) -> Preserves:
+        return Preserves.EVAL if self.bn else Preserves.EVAL_AND_TRAIN
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)

@@ -27,7 +27,7 @@ from evoir.ops import ACTIVATIONS
 from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 
-from .base import Pass, PassResult, option, register_pass
+from .base import Pass, PassResult, Preserves, option, register_pass
 from .rewrite import Rewriter
 from .topology import PARAM_LAYERS
 
@@ -230,12 +230,8 @@ class Net2Wider(Pass):
             raise PassError(f"{self.line()}: split must be in [0, 1), got {self.split}")
 
     @property
-    def preserves(self) -> bool:
-        return self.noise == 0
-
-    @property
-    def preserves_in_train_mode(self) -> bool:
-        return self.noise == 0
+    def preserves(self) -> Preserves:
+        return Preserves.EVAL_AND_TRAIN if self.noise == 0 else Preserves.NOTHING
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)

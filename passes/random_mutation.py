@@ -57,7 +57,8 @@ def random_mutation(
     train_mode_exact: bool = True,
     block_options: dict | None = None,
 ) -> PassResult:
-    """Apply one random preserving pass; the result's ``applied`` line replays it.
+    """Apply one random preserving pass; the result's ``applied`` line replays it. Each draw
+    goes through the runner (``pass_(graph, store)``), so installed instruments see it.
 
     Raises:
         PassError: when no draw in ``attempts`` applies here within the bound τ.

@@ -12,7 +12,7 @@ import torch
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .base import Pass, PassResult, option, register_pass
+from .base import Pass, PassResult, Preserves, option, register_pass
 from .deepen import Deepen
 from .inception import Inception
 from .widen import Widen
@@ -25,7 +25,7 @@ class RandomPad(Pass):
     draw (no W/W pairing, no β/−β), as in the report's "randomly padded" comparison (§5.2)."""
 
     name: ClassVar[str] = "random-pad"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = (
         "baseline: the same new architecture as widen/deepen/inception with random new weights"
     )

@@ -44,7 +44,8 @@ def real_mutation(
 ) -> PassResult:
     """Apply one mutation drawn uniformly from ``ops``; the result's ``applied`` line replays it.
 
-    The store is not changed: commit ``result.added`` to keep the child's new tensors.
+    The store is not changed: commit ``result.added`` to keep the child's new tensors. Each
+    draw goes through the runner (``pass_(graph, store)``), so installed instruments see it.
 
     Raises:
         PassError: when no draw in ``attempts`` applies to this graph (naming the last reason).

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation, chain
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import structural_result
 from .rewrite import Rewriter
 
@@ -23,7 +23,7 @@ class RemoveConv(RealMutation):
     backbone conv."""
 
     name: ClassVar[str] = "remove-conv"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: remove a backbone conv with its BN/ReLU"
 
     at: str | None = option(None, "conv2d node to remove (none: a random backbone conv)")

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .backbone import RealMutation, backbone_ops
-from .base import PassResult, option, register_pass
+from .base import PassResult, Preserves, option, register_pass
 from .reshape_inputs import prune_dead, structural_result
 from .rewrite import Rewriter
 
@@ -23,7 +23,7 @@ class RemoveSkip(RealMutation):
     fit are re-created with the overlap inherited. Refuses a backbone without joins."""
 
     name: ClassVar[str] = "remove-skip"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: remove a backbone add/concat, keeping its first input"
 
     at: str | None = option(None, "add or concat node (none: a random backbone join)")

@@ -9,7 +9,7 @@ from evoir.graph import Graph
 from evoir.ops import get_op
 from evoir.store import TensorStore
 
-from .base import Pass, PassResult, option, register_pass
+from .base import Pass, PassResult, Preserves, option, register_pass
 from .rewrite import Rewriter
 
 
@@ -21,7 +21,7 @@ class ResetWeights(Pass):
     share them. Refuses a graph without tensors."""
 
     name: ClassVar[str] = "reset-weights"
-    preserves_function: ClassVar[bool] = False
+    preserves: ClassVar[Preserves] = Preserves.NOTHING
     summary: ClassVar[str] = "Real et al.: new initial values for every parameter and buffer"
 
     seed: int = option(0, "seed for the new weights")

@@ -2,7 +2,8 @@
 
 A ``Rewriter`` works on a copy of the node list and collects new tensors in a separate store,
 so the input graph and the shared store are never touched. ``finish`` re-infers every type
-(a widened layer changes the types downstream) and validates the result.
+(a widened layer changes the types downstream); the runner (``passes.runner``) validates the
+result against the store, once.
 """
 
 from __future__ import annotations
@@ -137,5 +138,5 @@ class Rewriter:
             typed[n.id] = fresh
             out.append(fresh)
         # Types are re-inferred above; the full check against the store (tensor shapes, roles)
-        # is the pass contract's, run once in ``Pass.__call__``.
+        # is the pass contract's, run once by the runner (``passes.runner.run_pass``).
         return self.graph.with_nodes(out, metadata=metadata if metadata is not None else self.graph.metadata)

@@ -31,29 +31,27 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def check_function_after_every_preserving_pass(request, monkeypatch):
-    """Like TVM's well-formedness fixture: in every test, every call of a pass that declares
-    it preserves the function is verified numerically (float64 and float32, eval mode and,
-    where the pass claims it, train mode) and must leave every parent tensor bit-identical."""
+def check_function_after_every_preserving_pass(request):
+    """Like TVM's well-formedness fixture: in every test, every pass application whose result
+    is modified and whose pass declares it preserves the function is verified numerically
+    (float64 and float32, eval mode and, where the pass claims ``Preserves.EVAL_AND_TRAIN``,
+    train mode) and must leave every parent tensor bit-identical. It is an instrument of the
+    pass runner, so it sees every application: passes called by passes and by the search's
+    mutations too."""
     if request.node.get_closest_marker("no_auto_verify"):
         yield
         return
     from evoir.backends.verify import verify_result
-    from evoir.passes.base import Pass
+    from evoir.passes.runner import instrument
 
-    original = Pass.__call__
-
-    def checked(self, graph, store):
-        snapshot = store.snapshot(graph.tensor_ids())
-        result = original(self, graph, store)
-        if result.modified and result.applied.preserves:
+    def check(pass_, graph, store, snapshot, result):
+        if result.modified and result.applied.preserves.in_eval:
             verification = verify_result(graph, result, store, snapshot=snapshot, samples=2)
             assert verification.ok, f"{result.applied.line()} broke the function: {verification.summary()}"
             VERIFIED.append(result.applied.line())
-        return result
 
-    monkeypatch.setattr(Pass, "__call__", checked)
-    yield
+    with instrument(check):
+        yield
 
 
 VERIFIED: list[str] = []

@@ -7,6 +7,7 @@ import torch
 
 from evoir import analyze
 from evoir.backends.torch_fx.equivalence import compare
+from evoir.passes.base import Preserves
 from evoir.passes.lr_rule import rescale, rescale_hyperparameters
 from evoir.passes.random_pad import RandomPad
 from evoir.passes.widen import Widen
@@ -28,7 +29,7 @@ def test_random_pad_has_widen_architecture_and_changes_function():
         (n.id, n.op, n.type) for n in widened.graph.nodes
     ]
     assert analyze(padded.graph).params == analyze(widened.graph).params
-    assert not padded.applied.preserves
+    assert padded.applied.preserves is Preserves.NOTHING
     w = next(t for tid, t in padded.added.items() if tid.endswith(".w.weight"))
     assert not torch.equal(w[:2], w[2:])
     assert not compare(graph, store, padded.graph, padded.store_view(store), samples=2).ok

@@ -10,7 +10,7 @@ import evoir.passes.net2deeper  # noqa: F401  (registers the pass)
 from evoir import GraphBuilder
 from evoir.backends.torch_fx import lower
 from evoir.errors import PassError
-from evoir.passes.base import get_pass, parse_pass
+from evoir.passes.base import Preserves, get_pass, parse_pass
 from evoir.passes.net2deeper import BN_EPS, Net2Deeper, activation_check
 from evoir.templates import TEMPLATES, mlp, painter_base, resnet
 
@@ -43,8 +43,8 @@ def max_diff(graph, result, store, train: bool) -> float:
 
 def test_registered_under_its_name():
     assert get_pass("net2deeper") is Net2Deeper
-    assert Net2Deeper().preserves and not Net2Deeper().preserves_in_train_mode
-    assert Net2Deeper(bn=False).preserves_in_train_mode
+    assert Net2Deeper().preserves is Preserves.EVAL
+    assert Net2Deeper(bn=False).preserves is Preserves.EVAL_AND_TRAIN
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5])

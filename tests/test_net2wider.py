@@ -10,7 +10,7 @@ import evoir.passes.net2wider  # noqa: F401  (registers the pass)
 from evoir import GraphBuilder
 from evoir.backends.torch_fx import lower
 from evoir.errors import PassError
-from evoir.passes.base import get_pass, parse_pass
+from evoir.passes.base import Preserves, get_pass, parse_pass
 from evoir.passes.net2wider import Net2Wider
 from evoir.templates import TEMPLATES, EraConfig, era, mlp, painter_base, resnet
 
@@ -49,7 +49,7 @@ def assert_preserved(graph, store64, result, train_too: bool = True) -> None:
 
 def test_registered_under_its_name():
     assert get_pass("net2wider") is Net2Wider
-    assert Net2Wider().preserves and Net2Wider().preserves_in_train_mode
+    assert Net2Wider().preserves is Preserves.EVAL_AND_TRAIN
 
 
 def test_widens_an_untied_conv():
@@ -255,7 +255,7 @@ def test_bad_options_refused(line):
 def test_noise_breaks_symmetry_and_the_function():
     graph, store = resnet(depth=20, width=8)
     pass_ = Net2Wider(at="stage1.block1.1.conv", noise=0.5)
-    assert not pass_.preserves and not pass_.preserves_in_train_mode
+    assert pass_.preserves is Preserves.NOTHING
     result, store64 = widen(pass_, graph, store)
     view = result.store_view(store64)
     old = store64["stage1.block1.1.conv.weight"]
@@ -269,7 +269,7 @@ def test_noise_breaks_symmetry_and_the_function():
 def test_split_breaks_the_replicas_symmetry_and_keeps_the_function():
     graph, store = painter_base(width=8)
     pass_ = Net2Wider(at="layer1.conv1", width=16, split=0.5)
-    assert pass_.preserves and pass_.preserves_in_train_mode
+    assert pass_.preserves is Preserves.EVAL_AND_TRAIN
     result, store64 = widen(pass_, graph, store)
     assert_preserved(graph, store64, result)
     g = result.notes["channel_map"]

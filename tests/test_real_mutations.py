@@ -21,6 +21,7 @@ from evoir.passes.alter_channels import AlterChannels
 from evoir.passes.alter_lr import AlterLr
 from evoir.passes.alter_stride import AlterStride, neighbour_strides
 from evoir.passes.backbone import backbone, vertices
+from evoir.passes.base import Preserves
 from evoir.passes.filter_size import FilterSize
 from evoir.passes.identity import Identity
 from evoir.passes.insert_conv import InsertConv
@@ -135,7 +136,8 @@ def test_the_preserving_claims():
     passes = all_passes()
     assert set(REAL_MUTATIONS) <= set(passes) and len(REAL_MUTATIONS) == 11
     for name in REAL_MUTATIONS:
-        assert passes[name].preserves_function == (name in ("alter-lr", "identity")), name
+        claim = Preserves.EVAL_AND_TRAIN if name in ("alter-lr", "identity") else Preserves.NOTHING
+        assert passes[name]().preserves is claim, name
 
 
 def test_alter_lr_scales_the_metadata_only():

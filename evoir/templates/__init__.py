@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..graph import Graph
+from ..store import TensorStore
 from .era import EraConfig, era
 from .minimal import minimal
 from .mlp import mlp
 from .painter_base import painter_base
 from .resnet import resnet
 
-TEMPLATES = {
+# name → builder(input_shape=, classes=, seed=, …) → (Graph, TensorStore)
+TEMPLATES: dict[str, Callable[..., tuple[Graph, TensorStore]]] = {
     "painter-base": painter_base,
     "resnet": resnet,
     "era": era,
