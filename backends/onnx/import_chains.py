@@ -9,8 +9,6 @@ value must be read by the next node only, so nothing else sees a value that disa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 import torch
@@ -18,10 +16,8 @@ import torch
 from evoir.ops.fit import nearest_indices
 
 from .export import GELU_ERF, GELU_TANH, SILU, adaptive_matrix
+from .import_context import Importer
 from .import_ops import emit_layernorm, emit_pool
-
-if TYPE_CHECKING:
-    from .import_onnx import Importer
 
 
 def _fits(imp: Importer, n: onnx.NodeProto, prev: str, x: str, other) -> bool:

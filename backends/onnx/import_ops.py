@@ -8,7 +8,6 @@ node; anything the IR cannot express is refused, naming the node and the reason.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -18,8 +17,7 @@ from evoir.builder import make_node
 from evoir.errors import EvoirError
 from evoir.graph import Node
 
-if TYPE_CHECKING:
-    from .import_onnx import Importer
+from .import_context import Importer
 
 
 def shortest_decimal(target: float, stored: float, encode=lambda d: d) -> float:
