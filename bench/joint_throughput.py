@@ -15,7 +15,6 @@ import argparse
 import random
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     data = random_cifar_like()
-    search = NESearch(SearchConfig(population=10, keep=3, generations=0), data, Path("."))
+    search = NESearch(SearchConfig(population=10, keep=3, generations=0), data, None)
     search.start(*painter_base())
     search.mutate(10, generation=1)
     members = search.members

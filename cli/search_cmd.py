@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
 from evoir.errors import EvoirError
-from evoir.modelfile import atomic_write_text
 from evoir.search.config import STRATEGIES
 
 from .common import check_output, human, load, model_argument, steps_progress, training_options
-
-
-def _data(config):
-    from evoir.search.data import load_dataset
-
-    return load_dataset(config.dataset, config.data_dir, val_size=config.val_size, seed=config.seed)
 
 
 @click.command("search")
@@ -215,31 +207,12 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
       evoir search --resume runs/ne
     """
     from evoir.search.config import SearchConfig, parse_budget
-    from evoir.search.lock import RunLock, refuse_if_written
-    from evoir.search.start import initial_network
-    from evoir.search.strategies import strategy_class
+    from evoir.search.launch import open_run
 
     if resume is not None:
         if out is not None:
             raise EvoirError("--resume continues an existing run; drop --out")
-        folder = resume
-        if not (folder / "config.json").exists():
-            raise EvoirError(f"{folder}: not a run folder (no config.json)")
-        lock = RunLock(folder)
-        lock.acquire()
-        try:
-            from evoir.search.checkpoint import read
-
-            state, _ = read(folder)
-            config = SearchConfig.model_validate(state["config"])
-            search = strategy_class(config.strategy).resume(folder, _data(config))
-            search.set_budget(parse_budget(budget))  # the new --budget, counted from now, or none
-            if options["workers"] is not None:
-                search.config = search.config.model_copy(update={"workers": options["workers"]})
-        except BaseException:
-            lock.release()
-            raise
-        click.echo(f"resuming {folder} after generation {search.generation}")
+        opened = open_run(resume=resume, budget_s=parse_budget(budget), workers=options["workers"], ray_address=ray_address)
     else:
         if out is None:
             raise EvoirError("--out RUN_FOLDER is required (or --resume RUN_FOLDER)")
@@ -248,38 +221,13 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
         except ValidationError as err:
             first = err.errors()[0]
             raise EvoirError(first["msg"].removeprefix("Value error, ")) from None
-        if out.exists() and any(out.iterdir()):
-            refuse_if_written(out)
-            if not force:
-                raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
-        if config.workers is not None or ray_address:
-            from evoir.search.workers.ray_pool import require_ray
-
-            require_ray()  # fail before touching the folder
-        data = _data(config)  # fail on missing data before touching the folder
-        start = config.start_network
-        initial = initial_network(start, data, config.seed) if start is not None else None
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        lock = RunLock(out)
-        lock.acquire()
-        atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
-        folder = out
-        search = strategy_class(config.strategy)(config, data, folder)
-        if initial is not None:
-            search.start(*initial)
-    try:
-        if search.config.workers is not None or ray_address:
-            from evoir.search.workers.ray_pool import RayPool
-
-            search.pool = RayPool(search.data, search.config.workers, ray_address, search.config.device)
-            click.echo(f"training on {search.pool.describe()}")
-        status = _run_and_report(search, folder)
-    finally:
+        opened = open_run(config, out=out, force=force, ray_address=ray_address)
+    with opened as search:
+        if resume is not None:
+            click.echo(f"resuming {resume} after generation {search.generation}")
         if search.pool is not None:
-            search.pool.close()
-        lock.release()
+            click.echo(f"training on {search.pool.describe()}")
+        status = _run_and_report(search, search.folder)
     if status is not None:
         raise SystemExit(status)
 
@@ -319,11 +267,14 @@ def _run_and_report(search, folder: Path) -> int | None:
                 f"evoir search --resume {folder} continues it"
             )
         results = finalize(search)
-    click.echo(
-        f"test accuracy: best single {results['best']['test_acc']:.4f}, ensemble {results['ensemble']['test_acc']:.4f}, "
-        f"hierarchical {results['hierarchical']['test_acc']:.4f}"
-        + (f", base {results['base']['test_acc']:.4f}" if "base" in results else "")
-    )
+    if results["best"] is None:
+        click.echo("no member was evaluated before the run stopped: no best network (summary.md says so)")
+    else:
+        click.echo(
+            f"test accuracy: best single {results['best']['test_acc']:.4f}, ensemble {results['ensemble']['test_acc']:.4f}, "
+            f"hierarchical {results['hierarchical']['test_acc']:.4f}"
+            + (f", base {results['base']['test_acc']:.4f}" if "base" in results else "")
+        )
     report_s = search.total_elapsed() - search.stopped_after_s if search.stopped else None
     click.echo(f"wrote {folder}/summary.md" + (f" (the report took {report_s:.1f}s)" if report_s else ""))
     return exit_status(received)
@@ -364,14 +315,15 @@ def train_cmd(
     Example:
       evoir train base.json --dataset cifar10 --data-dir data --steps 8000 -o base-trained.json
     """
-    import tempfile
+    import torch
 
     from evoir.modelfile import save_model
-    from evoir.search.config import SearchConfig, parse_budget
-    from evoir.search.engine import StopRequested
-    from evoir.search.ne import NESearch
+    from evoir.search.config import SearchConfig, parse_budget, resolve_device
+    from evoir.search.launch import load_data
+    from evoir.search.member import Member, StopRequested
     from evoir.search.start import initial_network
-    from evoir.search.stop import exit_status, stop_on_signals
+    from evoir.search.stop import Deadline, exit_status, stop_on_signals
+    from evoir.search.trainer import Trainer
 
     output = check_output(output or model_path.with_name(f"{model_path.stem}-trained.json"), force)
     config = SearchConfig(
@@ -383,30 +335,24 @@ def train_cmd(
         augment=augment,
         seed=seed,
         device=device,
-        population=1,
-        keep=1,
-        generations=0,
-        initial_steps=steps,
-        steps=0,
-        budget_s=parse_budget(budget),
     )
-    data = _data(config)
+    data = load_data(config)
     graph, store = initial_network(str(model_path), data, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        search = NESearch(config, data, Path(tmp))
-        search.start(graph, store)
-        member = search.members[0]
-        with stop_on_signals(search) as received:
-            with steps_progress(show_best=True) as progress:
-                task = progress.add_task("training", total=steps, best="-")
-                search.progress.on_step = lambda n: progress.advance(task, n)
-                try:
-                    search.joint_train(steps)
-                except StopRequested as stop:
-                    click.echo(f"stopped ({stop}) after {member.steps} of {steps} steps")
-            search.evaluate_members()
-            save_model(output, member.graph, search.store)
-    click.echo(f"trained {member.steps} steps: validation accuracy {member.val_acc:.4f}; wrote {output}")
+    device = torch.device(resolve_device(config.device))
+    deadline = Deadline(parse_budget(budget))
+    trainer = Trainer.for_run(data, store.to(device), config, device, deadline)
+    member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
+    with stop_on_signals(deadline) as received:
+        with steps_progress(show_best=True) as progress:
+            task = progress.add_task("training", total=steps, best="-")
+            trainer.on_step = lambda n: progress.advance(task, n)
+            try:
+                trainer.joint_train(steps, [member])
+            except StopRequested as stop:
+                click.echo(f"stopped ({stop}) after {member.steps} of {steps} steps")
+        accuracy = trainer.evaluations_on([member], data.val)[0].accuracy
+        save_model(output, member.graph, trainer.store)
+    click.echo(f"trained {member.steps} steps: validation accuracy {accuracy:.4f}; wrote {output}")
     status = exit_status(received)
     if status is not None:
         raise SystemExit(status)
@@ -431,10 +377,11 @@ def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
     from evoir.backends.torch_fx import lower
     from evoir.search.config import SearchConfig, resolve_device
     from evoir.search.evaluate import evaluate
+    from evoir.search.launch import load_data
     from evoir.search.start import initial_network
 
     model = load(model_path)
-    data = _data(SearchConfig(dataset=dataset, data_dir=data_dir))
+    data = load_data(SearchConfig(dataset=dataset, data_dir=data_dir))
     initial_network(str(model_path), data, 0)  # checks that the model fits the data
     device = resolve_device(device)
     module = lower(model.graph, model.store.to(device))

@@ -10,14 +10,22 @@ as members, so that memory stays bounded however long the search runs.
 
 from __future__ import annotations
 
-from .engine import Member
+from .era_space import EraSpace
+from .member import Member
 from .space import SpaceSearch
 
 
 class BaselineSearch(SpaceSearch):
-    def __post_init__(self):
-        super().__post_init__()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.trials: list[dict] = []  # {"id", "genome", "val_acc"} of every candidate, in order
+
+    @property
+    def era_space(self) -> EraSpace:
+        """The space, which for these baselines is always ERA's (``config.SPACES``)."""
+        space = self.space
+        assert isinstance(space, EraSpace), space
+        return space
 
     def total_steps(self) -> int:
         cfg = self.config

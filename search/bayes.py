@@ -19,6 +19,7 @@ from evoir.errors import EvoirError
 
 from .baseline import BaselineSearch
 from .era_space import CATEGORICAL, PARAMETERS
+from .seeding import numpy_seed
 
 STARTUP_TRIALS = 9
 
@@ -59,11 +60,11 @@ class BayesSearch(BaselineSearch):
         rather than all proposing the same point (with nothing pending, the sampler is the
         plain one)."""
         optuna = _optuna()
-        values = self.space.values
+        values = self.era_space.values
         dists = distributions(values)
         running = [p.member.genome for p in self.pending]
         sampler = optuna.samplers.TPESampler(
-            seed=self.config.seed * 1000 + generation,
+            seed=numpy_seed(self.config.seed, "bayes", generation),
             n_startup_trials=STARTUP_TRIALS,
             **({"constant_liar": True} if running else {}),
         )
@@ -85,10 +86,10 @@ class BayesSearch(BaselineSearch):
         return study
 
     def propose_later(self, generation: int):
-        values = self.space.values
+        values = self.era_space.values
         study = self.study(generation)
         trial = study.ask(distributions(values))
-        member = self.space.decode(
+        member = self.era_space.decode(
             self, decode(trial.params, values), self.rng, passes=[f"bayes{{trial={trial.number}}}"]
         )
         return member, {}

@@ -57,7 +57,8 @@ class DataSet:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        c, h, w = self.train.images.shape[1:]
+        return (int(c), int(h), int(w))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images → float32, scaled to [0, 1] and standardised per channel."""
@@ -184,7 +185,7 @@ def _read_standard(name: str, data_dir: Path, download: bool) -> tuple[Split, Sp
     if any(p is None for p in paths):
         raise EvoirError(_where_to_put(name, data_dir))
     try:
-        arrays = [_read_idx(p) for p in paths]
+        arrays = [_read_idx(p) for p in paths if p is not None]
     except (OSError, ValueError, IndexError) as err:
         raise EvoirError(f"{folder}: unreadable {name} files ({err})") from None
     train = Split(

@@ -26,7 +26,8 @@ from evoir.graph import Graph, Node
 from evoir.store import TensorStore
 from evoir.templates.era import FILTER_CHOICES, MAX_BLOCKS, EraConfig, era
 
-from .engine import Member, Search
+from .engine import Search
+from .member import Member
 
 PARAMETERS = ("block", "n1", "n2", "n3", "n4", "filters", "filter_update", "group_size")
 CATEGORICAL = ("block",)  # the others are ordinal: their value lists are in order
@@ -81,7 +82,7 @@ def neighbours(genome: Mapping, values: Mapping[str, tuple] | None = None) -> li
     smaller or larger value, or a categorical one set to any other value. A value outside
     the list (a genome from a larger space) steps to the nearest values inside it."""
     values = values or choices()
-    out = []
+    out: list[dict] = []
     for p in PARAMETERS:
         vals = values[p]
         if p in CATEGORICAL:
@@ -170,8 +171,8 @@ class EraSpace:
         return self.decode(search, sample(rng, self.values), rng)
 
     def mutate(self, search: Search, parent: Member, rng: random.Random) -> Member:
-        genome = mutate_genome(_genome(parent), rng, self.values)
-        changed = next(p for p in PARAMETERS if genome[p] != parent.genome[p])
+        genome = mutate_genome(genome_of(parent), rng, self.values)
+        changed = next(p for p in PARAMETERS if genome[p] != genome_of(parent)[p])
         return self.decode(
             search, genome, rng, parent=parent.id, passes=[f"era-mutate{{{changed}={genome[changed]}}}"]
         )
@@ -180,7 +181,7 @@ class EraSpace:
         """The parameter-wise crossover of ``a`` and ``b``, not mutated: the strategy mutates
         it and trains only the mutant. It is named ``x<n>`` after the candidate ``c<n>`` its
         mutant will be, so that it uses up no candidate number."""
-        genome = crossover_genome(_genome(a), _genome(b), rng)
+        genome = crossover_genome(genome_of(a), genome_of(b), rng)
         return self.decode(
             search,
             genome,
@@ -195,7 +196,7 @@ class EraSpace:
         return search.config.steps
 
 
-def _genome(member: Member) -> dict:
+def genome_of(member: Member) -> dict:
     if member.genome is None:
         raise EvoirError(f"member {member.id} is not a point of the era space (it has no genome)")
     return member.genome

@@ -17,7 +17,7 @@ mutations) is the search space's business (``space.py``).
 
 from __future__ import annotations
 
-from .engine import Member
+from .member import Member
 from .space import SpaceSearch
 
 

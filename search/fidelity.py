@@ -10,18 +10,20 @@ budget and the longest one says the short one ranks networks as full training wo
 from __future__ import annotations
 
 import math
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import torch
 
 from evoir.errors import EvoirError
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .config import SearchConfig
+from .config import SearchConfig, resolve_device
 from .data import DataSet
-from .engine import Search, StopRequested
+from .member import Member, StopRequested
+from .trainer import Trainer
 
 
 def check_budgets(budgets: Sequence[int]) -> list[int]:
@@ -56,26 +58,23 @@ def accuracy_by_budget(
     """
     budgets = check_budgets(budgets)
     config = config or SearchConfig()
+    device = torch.device(resolve_device(config.device))
     acc = [[math.nan] * len(models) for _ in budgets]
-    with tempfile.TemporaryDirectory() as folder:  # a Search wants a run folder; nothing is written
-        trainers = []
-        for graph, store in models:
-            trainer = Search(config, data, Path(folder))
-            if deadline is not None:
-                trainer.deadline = deadline
-            trainer.start(graph, store)
-            trainer.progress.on_step = on_step
-            trainers.append(trainer)
-        done = 0
-        try:
-            # Every network to each budget before any goes on, so a stop leaves whole rows.
-            for i, budget in enumerate(budgets):
-                for m, trainer in enumerate(trainers):
-                    trainer.joint_train(budget - done)
-                    acc[i][m] = trainer.evaluation_on(trainer.members[0], getattr(data, split)).accuracy
-                done = budget
-        except StopRequested:
-            pass
+    runs = []
+    for graph, store in models:
+        trainer = Trainer.for_run(data, store.to(device).clone(), config, device, deadline)
+        trainer.on_step = on_step
+        runs.append((trainer, Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)))
+    done = 0
+    try:
+        # Every network to each budget before any goes on, so a stop leaves whole rows.
+        for i, budget in enumerate(budgets):
+            for m, (trainer, member) in enumerate(runs):
+                trainer.joint_train(budget - done, [member])
+                acc[i][m] = trainer.evaluations_on([member], getattr(data, split))[0].accuracy
+            done = budget
+    except StopRequested:
+        pass
     return acc
 
 

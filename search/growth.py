@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -26,10 +25,12 @@ from evoir.passes.lr_rule import rescale_hyperparameters
 from evoir.store import TensorStore
 
 from .batches import BatchStream
-from .config import SearchConfig
+from .config import SearchConfig, resolve_device
 from .data import DataSet, Split
-from .engine import Search
 from .evaluate import evaluate
+from .member import Member
+from .population import host_store, on_device
+from .trainer import Trainer
 
 
 @dataclass
@@ -48,22 +49,22 @@ class Curve:
 
 
 class GrowthRun:
-    """One network under training that can grow (see the module docstring)."""
+    """One network under training that can grow (see the module docstring): a ``Trainer``
+    and the one member it trains."""
 
     def __init__(
         self, graph: Graph, store: TensorStore, data: DataSet, config: SearchConfig, train_probe: int
     ):
-        self.search = Search(config, data, Path("."))  # the folder is never written: no checkpoints
-        self.search.start(graph, store)
+        device = torch.device(resolve_device(config.device))
+        self.config = config
+        self.trainer = Trainer.for_run(data, store.to(device), config, device)
+        self.member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
         self.data = data
         self.probe = Split(data.train.images[:train_probe], data.train.labels[:train_probe])
         self.curve = Curve()
+        self.flops_train = 0.0
         self.wall_s = 0.0
         self.grown: list[str] = []
-
-    @property
-    def member(self):
-        return self.search.members[0]
 
     @property
     def steps(self) -> int:
@@ -77,25 +78,28 @@ class GrowthRun:
         the curve is empty)."""
         if not self.curve.steps:
             self.record()
+        t = self.trainer
+        if on_step is not None:
+            t.on_step = on_step
+        step_flops = 3 * analyze(self.member.graph).flops * self.config.batch_size  # fwd + bwd ≈ 3 fwd
         done = 0
         while done < steps:
             chunk = min(eval_every - self.steps % eval_every, steps - done)
-            if on_step is not None:
-                self.search.progress.on_step = on_step
             started = time.perf_counter()
-            self.search.joint_train(chunk)
-            if self.search.device.type == "cuda":
-                torch.cuda.synchronize(self.search.device)
+            t.joint_train(chunk, [self.member])
+            if t.device.type == "cuda":
+                torch.cuda.synchronize(t.device)
             self.wall_s += time.perf_counter() - started
+            self.flops_train += chunk * step_flops
             done += chunk
             if self.steps % eval_every == 0 or done == steps:
                 self.record()
 
     def record(self) -> None:
-        s = self.search
-        module = s.module(self.member)
-        val = evaluate(module, self.data, self.data.val, s.device, s.config.eval_batch_size)
-        train = evaluate(module, self.data, self.probe, s.device, s.config.eval_batch_size)
+        t = self.trainer
+        module = t.module(self.member)
+        val = evaluate(module, self.data, self.data.val, t.device, self.config.eval_batch_size)
+        train = evaluate(module, self.data, self.probe, t.device, self.config.eval_batch_size)
         self.member.val_acc = val.accuracy
         c = self.curve
         if c.steps and c.steps[-1] == self.steps:  # re-evaluated after growth: keep the latest
@@ -104,7 +108,7 @@ class GrowthRun:
         c.steps.append(self.steps)
         c.val_acc.append(val.accuracy)
         c.train_acc.append(train.accuracy)
-        c.flops.append(float(s.flops_train))
+        c.flops.append(float(self.flops_train))
         c.wall_s.append(round(self.wall_s, 3))
         c.params.append(self.params())
 
@@ -116,46 +120,45 @@ class GrowthRun:
             fresh_moments: drop the Adam moments of every tensor (default: inherited ones
                 are kept, as in a search, and only new tensors start at zero).
         """
-        s = self.search
+        t = self.trainer
         parent = self.member
         graph = parent.graph
         before = analyze(graph).params
         for p in passes:
-            result = p(graph, s.host_store())
-            s.add_tensors(result.added)
+            result = p(graph, host_store(t.store, t.device))
+            t.store.update(on_device(result.added, t.device))
             graph = result.graph
             self.grown.append(result.applied.line())
         lr, wd = parent.lr, parent.weight_decay
         if lr_rule:
             lr, wd = rescale_hyperparameters(lr, wd, before, analyze(graph).params)
-        child = s.adopt(graph, None, id=f"{parent.id}+", parent=parent.id, lr=lr, weight_decay=wd)
-        child.steps = parent.steps
-        s.keep_only([child])
+        self.member = Member(
+            f"{parent.id}+", graph, parent.id, [], lr, wd, born=0, steps=parent.steps, val_acc=parent.val_acc
+        )
+        t.store.retain(set(graph.tensor_ids()))
+        t.forget({self.member.id})
         if fresh_moments:
-            s.optimizer.state.clear()
+            t.optimizer.state.clear()
 
     def reseed_stream(self, seed: int) -> None:
         """Draw batches from a new stream seeded with ``seed``."""
-        s, cfg = self.search, self.search.config
-        s.stream = BatchStream(s.data, s.data.train, cfg.batch_size, seed, cfg.augment, s.device)
+        t, cfg = self.trainer, self.config
+        t.stream = BatchStream(self.data, self.data.train, cfg.batch_size, seed, cfg.augment, t.device)
 
     def fork(self, stream_seed: int) -> GrowthRun:
         """An independent copy (tensors, moments, counters, curve) that draws its batches from
         a new stream seeded with ``stream_seed`` (students of one teacher see the same ones)."""
         twin = copy.copy(self)
-        s = self.search
-        twin.search = copy.copy(s)
+        t = self.trainer
         store = TensorStore()
-        for tid, t in s.store.items():
-            store.add(tid, t.detach().clone(), buffer=not s.store.is_parameter(tid))
-        twin.search.store = store
-        twin.search.modules = {}
-        twin.search.members = [copy.deepcopy(m) for m in s.members]
-        twin.search.optimizer = copy.deepcopy(s.optimizer)
-        twin.search.joint_rng = torch.Generator().manual_seed(0)
-        twin.search.correct = {}
-        twin.search.progress = copy.copy(s.progress)
-        twin.reseed_stream(stream_seed)
+        for tid, tensor in t.store.items():
+            store.add(tid, tensor.detach().clone(), buffer=not t.store.is_parameter(tid))
+        twin.trainer = Trainer(
+            self.data, store, t.settings, t.device, stream_seed=stream_seed, joint_seed=0, clock=t.clock
+        )
+        twin.trainer.optimizer = copy.deepcopy(t.optimizer)
+        twin.trainer.on_step = t.on_step
+        twin.member = copy.deepcopy(self.member)
         twin.curve = copy.deepcopy(self.curve)
         twin.grown = list(self.grown)
         return twin

@@ -17,7 +17,8 @@ from evoir.graph import Graph
 from evoir.passes import get_pass
 from evoir.passes.real_mutation import lr_scale, real_mutation
 
-from .engine import Member, Search
+from .engine import Search
+from .member import Member
 
 
 class IrSpace:

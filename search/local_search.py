@@ -15,14 +15,14 @@ so a resumed run continues exactly where the killed one stopped.
 from __future__ import annotations
 
 from .baseline import BaselineSearch
-from .era_space import PARAMETERS, format_genome, neighbours
+from .era_space import PARAMETERS, format_genome, genome_of, neighbours
 
 
 class LocalSearch(BaselineSearch):
     strategy = "local"
 
-    def __post_init__(self):
-        super().__post_init__()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.to_sample = 0  # random points left in the current sampling phase
         self.batch: list[str] = []  # keys of the points that phase sampled so far
         self.starts: list[dict] = []  # start points not yet climbed from
@@ -32,8 +32,8 @@ class LocalSearch(BaselineSearch):
 
     def propose_member(self, number: int):
         made = super().propose_member(number)
-        if number < self.config.population:  # the first sampling phase
-            self.batch.append(format_genome(made[0].genome))
+        if made is not None and number < self.config.population:  # the first sampling phase
+            self.batch.append(format_genome(genome_of(made[0])))
         return made
 
     def seen(self) -> dict[str, dict]:
@@ -56,11 +56,11 @@ class LocalSearch(BaselineSearch):
         training on another worker)."""
         # Each pass of the loop either proposes one candidate (and returns), waits, or
         # advances the queue; it ends because a restart always samples.
-        pending = {format_genome(p.member.genome) for p in self.pending}
+        pending = {format_genome(genome_of(p.member)) for p in self.pending}
         while True:
             if self.to_sample:
                 member = self.space.initial(self, self.rng)
-                self.batch.append(format_genome(member.genome))
+                self.batch.append(format_genome(genome_of(member)))
                 self.to_sample -= 1
                 return member, {}
             if self.batch:  # a sampling phase ended: start from its best points
@@ -75,11 +75,11 @@ class LocalSearch(BaselineSearch):
                 continue
             seen = self.seen()
             here = seen[format_genome(self.current)]
-            around = neighbours(self.current, self.space.values)
+            around = neighbours(self.current, self.era_space.values)
             todo = [n for n in around if format_genome(n) not in seen and format_genome(n) not in pending]
             if todo:
                 changed = next(p for p in PARAMETERS if todo[0][p] != self.current[p])
-                member = self.space.decode(
+                member = self.era_space.decode(
                     self,
                     todo[0],
                     self.rng,

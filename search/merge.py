@@ -132,6 +132,7 @@ def reinitialize(graph: Graph, store: TensorStore, generator: torch.Generator) -
     def make(node: Node, role: str, tid: str) -> tuple[torch.Tensor, bool]:
         if node.id not in fresh:
             spec = get_op(node.op)
+            assert spec is not None, node.op  # a validated graph names known ops
             fresh[node.id] = spec.init(
                 spec.parse_attrs(node.attrs, node.id), graph.input_types(node), generator
             )

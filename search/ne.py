@@ -24,7 +24,9 @@ from evoir.modelfile import save_model
 from evoir.passes.lr_rule import rescale_hyperparameters
 from evoir.passes.random_mutation import random_mutation
 
-from .engine import Member, Progress, Search
+from .engine import Search
+from .member import Member
+from .run import Progress
 
 __all__ = ["Member", "NESearch", "Progress"]
 
@@ -38,7 +40,8 @@ class NESearch(Search):
         self.evaluate_members()
         # The base network h_i as trained for N_i steps, before its tensors are shared
         # with (and trained further through) its descendants.
-        save_model(self.folder / "base.json", self.members[0].graph, self.store)
+        if self.folder is not None:
+            save_model(self.folder / "base.json", self.members[0].graph, self.store)
 
     def step(self, generation: int) -> list[str]:
         kept = self.select(self.config.keep)

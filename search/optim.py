@@ -60,14 +60,15 @@ class SharedAdam:
         self.eps = eps
         self.state: dict[str, dict[str, torch.Tensor]] = {}
 
-    def step(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float) -> None:
+    def step(self, params: dict[str, torch.Tensor], lr: float, weight_decay: float) -> None:
         """One Adam step (L2 weight decay added to the gradient, as ``torch.optim.Adam``) on the
         tensors in ``params`` that have a gradient."""
         stepping = {tid: p for tid, p in params.items() if p.grad is not None}
+        grads = [p.grad for p in stepping.values() if p.grad is not None]
         with torch.no_grad():
             adam_step_(
                 [p.detach() for p in stepping.values()],
-                [p.grad for p in stepping.values()],
+                grads,
                 [self.moments(tid, p) for tid, p in stepping.items()],
                 lr,
                 weight_decay,

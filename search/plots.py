@@ -78,7 +78,8 @@ def lineage_tree(events: list[dict], final: list[str], path: Path) -> None:
     import networkx as nx
 
     plt = _plt()
-    info, last = {}, {}
+    info: dict[str, dict] = {}
+    last: dict[str, dict] = {}
     for e in events:
         info.setdefault(e["id"], e)
         last[e["id"]] = e

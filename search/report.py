@@ -6,7 +6,6 @@ The test split is touched here and nowhere else (Real et al.; the report §5.3).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -28,8 +27,14 @@ def read_events(folder: Path) -> list[dict]:
 
 
 def finalize(search: Search) -> dict:
-    """Evaluate on the test split and write best.json, ensemble/, summary.md and the plots."""
+    """Evaluate on the test split and write best.json, ensemble/, summary.md and the plots.
+
+    A run stopped before any member was evaluated (a budget shorter than the first
+    candidate's training) has no best member: ``results.json`` says ``"best": null``,
+    ``summary.md`` says so in one line, and no model file is written."""
     folder, data, cfg = search.folder, search.data, search.config
+    if not any(m.val_acc is not None for m in search.members):
+        return _nothing_evaluated(search)
     final = search.final_selection()
     best = max(final, key=lambda m: m.val_acc or 0)
     test_labels = data.test.labels
@@ -97,7 +102,7 @@ def finalize(search: Search) -> dict:
         )
         + "\n",
     )
-    results["seconds"] = time_spent(search)
+    results["seconds"] = search.job.time_spent()
     atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / "summary.md", summary_markdown(search, results))
     events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
@@ -107,13 +112,29 @@ def finalize(search: Search) -> dict:
     return results
 
 
-def time_spent(search: Search) -> dict[str, float]:
-    """This invocation's wall time by kind of work, the rest as ``other`` (mutations, plots,
-    writing files)."""
-    seconds = {kind: round(s, 1) for kind, s in sorted(search.seconds.items())}
-    total = time.monotonic() - search._started
-    seconds["other"] = round(max(0.0, total - sum(search.seconds.values())), 1)
-    return seconds
+def _nothing_evaluated(search: Search) -> dict:
+    cfg = search.config
+    results = {
+        "best": None,
+        "strategy": cfg.strategy,
+        "generations": search.generation,
+        "candidates_evaluated": 0,
+        "flops_train": search.flops_train,
+        "flops_spent": search.flops_train + search.flops_eval,
+        "elapsed_s": round(search.total_elapsed(), 1),
+        "stopped": search.stopped,
+        "seconds": search.job.time_spent(),
+    }
+    why = f"stopped ({search.stopped})" if search.stopped else "ended"
+    line = (
+        f"No member was evaluated: the run {why} before its first candidate finished training; "
+        f"`evoir search --resume {search.folder}` continues it."
+    )
+    atomic_write_text(search.folder / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(
+        search.folder / "summary.md", f"# evoir search: {cfg.strategy} on {cfg.dataset}\n\n{line}\n"
+    )
+    return results
 
 
 def _fmt_flops(f: float) -> str:

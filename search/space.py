@@ -20,7 +20,8 @@ from typing import Protocol
 
 from evoir.errors import EvoirError
 
-from .engine import Member, Search
+from .engine import Search
+from .member import Member
 from .steady import SteadyStateSearch
 
 
@@ -60,3 +61,6 @@ class SpaceSearch(SteadyStateSearch):
         if self._space is None:
             self._space = make_space(self)
         return self._space
+
+    def train_steps(self, member: Member) -> int:
+        return self.space.train_steps(self, member)

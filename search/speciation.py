@@ -19,21 +19,14 @@ start's architecture, and ``merge`` refuses any other.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from evoir.errors import EvoirError
 
-from .engine import Member, Search
+from .engine import Search
+from .member import Member
 from .merge import merge, merge_line, perturb, perturb_line, reinit_line, reinitialize
-
-
-def derived_seed(*parts: object) -> int:
-    """A 63-bit seed from ``parts`` that differs for every tuple (unlike ``seed * 1000 + i``,
-    which repeats across seeds) and is the same on every machine and Python (unlike ``hash``)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+from .seeding import derived_seed
 
 
 class _Initialisations(Search):

@@ -10,12 +10,15 @@ moments back to the store and the optimiser, so nothing outside sees the stackin
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
 from evoir.backends.torch_fx.stacked import StackedModule, architecture_key, lower_stacked
 from evoir.store import TensorStore
 
+from .member import Member
 from .optim import SharedAdam, adam_step_
 
 
@@ -104,3 +107,72 @@ class StackedTrainer:
                 target = self.optimizer.state[member[name]]
                 for key, value in st.items():
                     target[key].copy_(value[k])
+
+
+class Trainer(Protocol):
+    """What ``StackedUnits`` needs of the trainer (``trainer.Trainer``)."""
+
+    store: TensorStore
+    optimizer: SharedAdam
+
+    def parameters_of(self, member: Member) -> dict[str, torch.Tensor]: ...
+
+    def train_step(self, member: Member, params: dict[str, torch.Tensor], x, y) -> str | None: ...
+
+    def count_step(self, member: Member, n: int = 1) -> None: ...
+
+    def give_up(self, member: Member, why: str, training: list[Member]) -> None: ...
+
+
+class StackedUnits:
+    """``train_each``'s units: single members, and stacks of members of one architecture
+    trained as one batched call. A failed stacked member is dropped and its unit restacked
+    without it; out of memory, a stack's members go on one by one."""
+
+    def __init__(self, trainer: Trainer, units: list[list[Member]]):
+        self.trainer = trainer
+        self.units = units
+        self.stacks = {id(u): self._stack(u) for u in units if len(u) > 1}
+
+    def _stack(self, unit: list[Member]) -> StackedTrainer:
+        t = self.trainer
+        return StackedTrainer([m.graph for m in unit], t.store, t.optimizer)
+
+    def step(self, unit: list[Member], batch: dict, training: list[Member]) -> None:
+        t = self.trainer
+        x = torch.stack([batch[m.id][0] for m in unit])
+        y = torch.stack([batch[m.id][1] for m in unit])
+        try:
+            losses = self.stacks[id(unit)].step(x, y, [m.lr for m in unit], [m.weight_decay for m in unit])
+        except (MemoryError, torch.OutOfMemoryError):
+            self.restack(unit, [[m] for m in unit])
+            for m in unit:
+                why = t.train_step(m, t.parameters_of(m), *batch[m.id])
+                if why is not None:
+                    self.units.remove([m])
+                    t.give_up(m, why, training)
+            return
+        failed = {m.id: float(loss) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)}
+        kept = [m for m in unit if m.id not in failed]
+        for m in kept:
+            t.count_step(m)
+        if not failed:
+            return
+        self.restack(unit, [kept] if kept else [])
+        for m in unit:
+            if m.id in failed:
+                t.give_up(m, f"loss became {failed[m.id]} at its step {m.steps + 1}", training)
+
+    def restack(self, unit: list[Member], parts: list[list[Member]]) -> None:
+        """Replace ``unit`` by ``parts``: its tensors and moments go back to the store, and
+        each part of two or more members gets a stack of its own."""
+        self.stacks.pop(id(unit)).finish(self.trainer.store)
+        place = self.units.index(unit)
+        self.units[place : place + 1] = parts
+        for part in parts:
+            if len(part) > 1:
+                self.stacks[id(part)] = self._stack(part)
+
+    def finish(self) -> None:
+        for stack in self.stacks.values():
+            stack.finish(self.trainer.store)

@@ -26,6 +26,9 @@ ends one generation. A run evaluates P + G candidates in all, in either mode, an
 the checkpoint are written at each generation's end. The checkpoint keeps the pending
 candidates, with the stream and RNG state each starts from, so ``--resume`` sends them out
 again and proposes the rest as the killed run would have, given the same order of results.
+
+The loop is one for both modes: the executor (``workers/executor.py``) has one slot in this
+process and one per worker with Ray.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ import torch
 
 from evoir.errors import EvoirError
 
-from .engine import Member, Search, StopRequested
+from .dispatch import apply
+from .engine import Search
+from .member import Member, StopRequested
+from .seeding import generation_seed
+from .workers.task import TrainResult, TrainTask, make_task
 
 
 @dataclass
@@ -58,10 +65,11 @@ class Proposal:
 
 
 class SteadyStateSearch(Search):
-    """The propose/accept loop of the module docstring; subclasses implement the two steps."""
+    """The propose/accept loop of the module docstring; subclasses implement the two steps
+    and ``train_steps``."""
 
-    def __post_init__(self):
-        super().__post_init__()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.proposed = 0  # candidates proposed so far (numbers 0 … proposed − 1)
         self.accepted = 0  # results accepted so far
 
@@ -76,7 +84,8 @@ class SteadyStateSearch(Search):
         raise NotImplementedError
 
     def train_steps(self, member: Member) -> int:
-        return self.space.train_steps(self, member)
+        """How many steps a candidate trains."""
+        raise NotImplementedError
 
     def total_candidates(self) -> int:
         return self.config.population + self.config.generations
@@ -90,60 +99,66 @@ class SteadyStateSearch(Search):
         try:
             if self.generation < 0 and self.events_written == 0 and self.proposed == 0:
                 self.save_checkpoint()  # the start, so that a stop in generation 0 can resume
-            if self.pool is None:
-                self.run_in_process()
-            else:
-                self.run_on_workers()
+            self.run_candidates(self.total_candidates())
         except StopRequested:
             self.note_stop()
 
-    def run_in_process(self) -> None:
-        while self.accepted < self.total_candidates():
-            self.next_in_process()
-
-    def next_in_process(self) -> list[str]:
-        """Propose, train and accept one candidate here; return its parents."""
-        if self.should_stop():
-            raise StopRequested(self.deadline.reason)
-        proposal = self.pending[0] if self.pending else self.propose()
-        if proposal is None:
-            raise EvoirError(f"{self.strategy}: no candidate to propose and none pending")
-        self.train_here(proposal)
-        return self.conclude(proposal)
-
     def initialize(self) -> None:
-        """Generation 0 in this process: the first ``population`` results."""
-        while self.accepted < self.config.population:
-            self.next_in_process()
+        """Generation 0: the first ``population`` results."""
+        self.run_candidates(self.config.population)
 
     def step(self, generation: int) -> list[str]:
-        """One generation in this process: one more result."""
-        return self.next_in_process()
+        """One generation: one more result."""
+        return self.run_candidates(self.accepted + 1)
 
-    def run_on_workers(self) -> None:
-        from .workers.candidates import candidate_task, take_result
-
-        pool = self.pool
-        running = {pool.submit(candidate_task(self, p)): p for p in self.pending}  # resumed ones first
+    def run_candidates(self, until: int) -> list[str]:
+        """Keep every slot of the executor busy: propose a candidate whenever one is free, from
+        the population as it is then, and accept results in the order they arrive (in this
+        process: propose, train, accept, one at a time) until ``until`` results are accepted;
+        returns the parents of the last."""
+        executor = self.executor
+        running = {executor.submit(self.task(p)): p for p in self.pending}  # resumed ones first
+        parents: list[str] = []
         try:
-            while self.accepted < self.total_candidates():
-                while len(running) < pool.slots and self.proposed < self.total_candidates():
+            while self.accepted < until:
+                while len(running) < executor.slots and self.proposed < until:
                     if self.should_stop():
-                        raise StopRequested(self.deadline.reason)
+                        raise StopRequested(self.job.deadline.reason)
                     proposal = self.propose()
                     if proposal is None:
                         break
-                    running[pool.submit(candidate_task(self, proposal))] = proposal
+                    running[executor.submit(self.task(proposal))] = proposal
                 if not running:
                     raise EvoirError(f"{self.strategy}: no candidate to propose and none pending")
-                key, result = self.wait_for_workers(pool.next_result, self.should_stop)
-                if key is None:
-                    raise StopRequested(self.deadline.reason)
+                arrived = executor.next_result(self.should_stop)
+                if arrived is None:
+                    raise StopRequested(self.job.deadline.reason)
+                key, result = arrived
                 proposal = running.pop(key)
-                take_result(self, proposal, result)
-                self.conclude(proposal)
+                self.take(proposal, result)
+                parents = self.conclude(proposal)
         finally:
-            pool.cancel(list(running))
+            executor.cancel(list(running))
+        return parents
+
+    def task(self, proposal: Proposal) -> TrainTask:
+        """Train ``proposal``'s candidate from its recorded stream and RNG state, and evaluate it."""
+        return make_task(
+            [proposal.member],
+            proposal.steps,
+            self.trainer.settings,
+            evaluate=True,
+            stream=proposal.stream,
+            joint_rng=self.joint_rng.get_state(),
+            rng=proposal.rng,
+        )
+
+    def take(self, proposal: Proposal, result: TrainResult) -> None:
+        """A candidate's steps and evaluation (its tensors are in the store already)."""
+        member = proposal.member
+        apply(self, [member], result)
+        if member.dropped is None:
+            self.record_evaluation(member, result.evaluations[member.id])
 
     def propose(self) -> Proposal | None:
         """Make the next candidate pending (``propose_member``). The global torch RNG is seeded
@@ -151,7 +166,7 @@ class SteadyStateSearch(Search):
         later candidate by the generation it would be in-process."""
         n, population = self.proposed, self.config.population
         if n == 0 or n >= population:
-            torch.manual_seed(self.config.seed * 1000 + max(0, n - population + 1))
+            torch.manual_seed(generation_seed(self.config.seed, max(0, n - population + 1)))
         made = self.propose_member(n)
         if made is None:
             return None
@@ -164,20 +179,6 @@ class SteadyStateSearch(Search):
         self.pending.append(proposal)
         self.proposed += 1
         return proposal
-
-    def train_here(self, proposal: Proposal) -> None:
-        """Train and evaluate a pending candidate in this process (``Proposal``'s stream and
-        RNG state). A candidate whose training fails is dropped, and the search goes on."""
-        member = proposal.member
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(proposal.rng)
-            try:
-                self.joint_train(proposal.steps, [member], self.stream.at(proposal.stream))
-            except EvoirError:
-                if member.dropped is None:
-                    raise
-        if member.dropped is None:
-            self.evaluate_members([member])
 
     def conclude(self, proposal: Proposal) -> list[str]:
         """Accept a trained candidate (or note its failure) and end a generation when one ends."""

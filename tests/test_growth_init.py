@@ -20,6 +20,7 @@ from evoir.passes.zero_proof import prove
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.growth import GrowthRun
+from evoir.search.population import Population
 from evoir.templates import mlp, painter_base
 
 INITS = ("pair", "zero-out")
@@ -167,18 +168,19 @@ def test_growth_keeps_the_accuracy_and_rescales_the_learning_rate(synthetic):
 
 def test_a_fork_trains_without_touching_its_origin(synthetic):
     run = _run(synthetic, steps=4)
-    snapshot = {tid: t.detach().clone() for tid, t in run.search.store.items()}
+    snapshot = {tid: t.detach().clone() for tid, t in run.trainer.store.items()}
     twin = run.fork(stream_seed=5)
     twin.grow([Widen(at="layer2.add", channels=4)], fresh_moments=True)
     twin.train(3, eval_every=3)
     assert twin.steps == 7 and run.steps == 4
-    assert all(torch.equal(run.search.store[tid], t) for tid, t in snapshot.items())
-    assert not all(torch.equal(twin.search.store[tid], t) for tid, t in snapshot.items())
+    assert all(torch.equal(run.trainer.store[tid], t) for tid, t in snapshot.items())
+    assert not all(torch.equal(twin.trainer.store[tid], t) for tid, t in snapshot.items())
 
 
 def test_passes_read_a_copy_holding_every_id_off_the_cpu(synthetic):
     run = _run(synthetic)
-    s = run.search
+    s = Population(torch.device("cpu"), 0.003, 0.0)
+    s.store = run.trainer.store
     assert s.host_store() is s.store
     s.device = torch.device("meta")  # any device but the CPU: passes get CPU copies
     view = s.host_store()

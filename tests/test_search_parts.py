@@ -74,7 +74,7 @@ def small_search(**overrides) -> NESearch:
     cfg = SearchConfig(
         **{"initial_steps": 4, "steps": 3, "population": 4, "keep": 2, "generations": 1, **overrides}
     )
-    search = NESearch(cfg, data, Path("."))
+    search = NESearch(cfg, data, None)
     search.start(*painter_base(input_shape=data.input_shape, width=8))
     return search
 

@@ -220,15 +220,15 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(cls, data, tmp_path):
     folder.mkdir()
     search = cls(_config(cls.strategy, **kw), data, folder)
     search.start(*initial_network("mlp", data, 0))
-    train_each = search.train_each
+    train_each = search.trainer.train_each
 
-    def dies_in_generation_two(members, steps):
+    def dies_in_generation_two(members, steps, stream=None):
         if search.generation == 1:
-            train_each(members[:1], 2)  # part of the generation's training, then the kill
+            train_each(members[:1], 2, stream)  # part of the generation's training, then the kill
             raise Killed
-        train_each(members, steps)
+        train_each(members, steps, stream)
 
-    search.train_each = dies_in_generation_two
+    search.trainer.train_each = dies_in_generation_two
     with pytest.raises(Killed):
         search.run()
     resumed = cls.resume(folder, data)

@@ -230,7 +230,7 @@ def test_which_members_stack(data, tmp_path, setting):
     base = search.members[0]
     g, added = reinitialize(base.graph, search.store, torch.Generator().manual_seed(1))
     search.adopt(g, added, id="sib")
-    assert search.architecture_groups(search.members) == ([[0, 1]] if setting else [[0], [1]])
+    assert search.trainer.architecture_groups(search.members) == ([[0, 1]] if setting else [[0], [1]])
 
 
 def test_the_default_stacks_dense_members_on_a_gpu_only():

@@ -22,6 +22,7 @@ from evoir.search.data import load_dataset
 from evoir.search.strategies import strategy_class
 from evoir.search.workers.generation import merge_results, shares, step_split
 from evoir.search.workers.ray_pool import RayPool, require_ray
+from evoir.search.workers.task import TrainResult
 from evoir.store import TensorStore
 
 from .conftest import assert_user_error
@@ -202,58 +203,56 @@ def test_shares_and_step_split():
     assert step_split(10, [3, 2]) == [6, 4] and sum(step_split(7, [1, 1, 1])) == 7
 
 
-class _Config:
-    def __init__(self, rule):
-        self.worker_merge = rule
-
-
-class _Search:
-    def __init__(self, rule):
-        self.config = _Config(rule)
-        self.store = TensorStore()
-        self.store.add("w", torch.zeros(2))
-        self.store.add("mean", torch.zeros(2), buffer=True)
-        self.store.add("seen", torch.tensor(5), buffer=True)
-        self.store.add("own", torch.zeros(1))
+def _result(tensors: dict, moments: dict) -> TrainResult:
+    return TrainResult(
+        steps={},
+        dropped={},
+        evaluations={},
+        stream={},
+        joint_rng=torch.zeros(1),
+        seconds=0.0,
+        tensors=tensors,
+        moments=moments,
+    )
 
 
 @pytest.mark.parametrize("rule", ["sum", "mean"])
 def test_merge_rule_for_tensors_several_workers_trained(rule):
-    search = _Search(rule)
+    store = TensorStore()
+    store.add("w", torch.zeros(2))
+    store.add("mean", torch.zeros(2), buffer=True)
+    store.add("seen", torch.tensor(5), buffer=True)
+    store.add("own", torch.zeros(1))
     before = {
         "w": torch.tensor([1.0, 1.0]),
         "mean": torch.zeros(2),
         "seen": torch.tensor(5),
         "own": torch.zeros(1),
     }
-    moments_before = {"step/w": torch.tensor(10.0)}
+    moments_before = {"w": {"step": torch.tensor(10.0)}}
     results = [
-        {
-            "tensors": {
-                "w": torch.tensor([2.0, 1.0]),
-                "mean": torch.tensor([1.0, 3.0]),
-                "seen": torch.tensor(8),
-            },
-            "moments": {"step/w": torch.tensor(13.0), "exp_avg/w": torch.tensor([1.0, 0.0])},
-        },
-        {
-            "tensors": {
+        _result(
+            {"w": torch.tensor([2.0, 1.0]), "mean": torch.tensor([1.0, 3.0]), "seen": torch.tensor(8)},
+            {"w": {"step": torch.tensor(13.0), "exp_avg": torch.tensor([1.0, 0.0])}},
+        ),
+        _result(
+            {
                 "w": torch.tensor([1.0, 4.0]),
                 "mean": torch.tensor([3.0, 1.0]),
                 "seen": torch.tensor(7),
                 "own": torch.tensor([9.0]),
             },
-            "moments": {"step/w": torch.tensor(12.0), "exp_avg/w": torch.tensor([3.0, 2.0])},
-        },
+            {"w": {"step": torch.tensor(12.0), "exp_avg": torch.tensor([3.0, 2.0])}},
+        ),
     ]
-    merged = merge_results(search, results, before, moments_before)
+    merged = merge_results(rule, store, results, before, moments_before)
     want = [2.0, 4.0] if rule == "sum" else [1.5, 2.5]
-    assert merged["tensors"]["w"].tolist() == want
-    assert merged["tensors"]["mean"].tolist() == [2.0, 2.0]  # running statistics: the mean
-    assert int(merged["tensors"]["seen"]) == 10  # batches seen: 5 + 3 + 2
-    assert merged["tensors"]["own"].tolist() == [9.0]  # one worker's tensor: as it left it
-    assert float(merged["moments"]["step/w"]) == 15.0  # 10 + 3 + 2 steps
-    assert merged["moments"]["exp_avg/w"].tolist() == [2.0, 1.0]
+    assert merged.tensors["w"].tolist() == want
+    assert merged.tensors["mean"].tolist() == [2.0, 2.0]  # running statistics: the mean
+    assert int(merged.tensors["seen"]) == 10  # batches seen: 5 + 3 + 2
+    assert merged.tensors["own"].tolist() == [9.0]  # one worker's tensor: as it left it
+    assert float(merged.moments["w"]["step"]) == 15.0  # 10 + 3 + 2 steps
+    assert merged.moments["w"]["exp_avg"].tolist() == [2.0, 1.0]
 
 
 @pytest.mark.parametrize("augment", [False, True])

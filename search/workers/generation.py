@@ -1,5 +1,6 @@
-"""A generation's training and evaluation shared out among the workers (NE, speciation,
-independent).
+"""A generation's training and evaluation dealt out to an executor's slots (NE, speciation,
+independent), and the rule that merges what several workers did to one tensor. In this
+process there is one slot: one task holds the whole generation.
 
 The members are dealt round-robin to the workers (at most one worker per member); each
 worker gets copies of the tensors its members use and of their Adam moments, and its own
@@ -40,17 +41,17 @@ and running statistics are averages, not sums, because they are estimates of one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from evoir.errors import EvoirError
+from evoir.store import TensorStore
 
-from ..engine import Member, Search, StopRequested
-from ..evaluate import Evaluation
-from ..speciation import derived_seed
-from .task import make_task, take_steps, take_tensors
+from ..seeding import derived_seed
+from .task import Moments, TrainResult
 
 
-def shares(members: list[Member], workers: int) -> list[list[Member]]:
+def shares(members: list, workers: int) -> list[list]:
     """Members dealt round-robin to at most ``workers`` workers (none left empty)."""
     count = min(workers, len(members))
     return [members[w::count] for w in range(count)]
@@ -65,105 +66,71 @@ def step_split(steps: int, sizes: list[int]) -> list[int]:
     return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def train_on_workers(search: Search, members: list[Member], steps: int, each: bool) -> None:
-    """``Search.train_members`` on ``search.pool`` (module docstring)."""
-    parts = shares(members, search.pool.slots)
-    counts = [steps] * len(parts) if each else step_split(steps, [len(p) for p in parts])
-    generation = search.generation + 1
-    stream = search.stream.at(search.stream.state_dict())
-    tasks = []
-    for w, (part, n) in enumerate(zip(parts, counts, strict=True)):
-        if w == 0:
-            joint_rng, rng = search.joint_rng.get_state(), torch.get_rng_state()
-        else:
-            seed = derived_seed(search.config.seed, "worker", generation, w)
-            joint_rng = torch.Generator().manual_seed(seed).get_state()
-            rng = torch.Generator().manual_seed(seed + 1).get_state()
-        tasks.append(
-            make_task(
-                search,
-                part,
-                n,
-                each=each,
-                evaluate=False,
-                stream=stream.state_dict(),
-                joint_rng=joint_rng,
-                rng=rng,
-            )
-        )
-        stream.skip(n * len(part) if each else n)
-    before = {tid: t for task in tasks for tid, t in task["tensors"].items()}
-    moments_before = {name: v for task in tasks for name, v in task["moments"].items()}
-    results = run_all(search, tasks)
-    merged = merge_results(search, results, before, moments_before)
-    take_tensors(search, merged)
-    for part, result in zip(parts, results, strict=True):
-        take_steps(search, part, result)
-    search.stream.load_state_dict(results[-1]["stream"])
-    search.joint_rng.set_state(results[0]["joint_rng"])
-    if not any(m.dropped is None for m in members):
-        raise EvoirError(f"every member failed; the last: {members[-1].dropped}")
+def worker_rng_states(seed: int, generation: int, worker: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The joint and global RNG states of worker ``worker`` > 0 in ``generation``."""
+    s = derived_seed(seed, "worker", generation, worker)
+    return torch.Generator().manual_seed(s).get_state(), torch.Generator().manual_seed(s + 1).get_state()
 
 
-def evaluate_on_workers(search: Search, members: list[Member]) -> list[Evaluation]:
-    """``members``' validation evaluations, shared out among the workers (module docstring)."""
-    tasks = [
-        make_task(
-            search,
-            part,
-            0,
-            each=True,
-            evaluate=True,
-            stream=search.stream.state_dict(),
-            joint_rng=search.joint_rng.get_state(),
-            rng=torch.get_rng_state(),
-        )
-        for part in shares(members, search.pool.slots)
-    ]
-    results = run_all(search, tasks)
-    evaluations = {mid: ev for r in results for mid, ev in r["evaluations"].items()}
-    return [evaluations[m.id] for m in members]
+@dataclass(frozen=True)
+class Merged:
+    """Tensors and moments merged from several results, to write into the driver's store."""
+
+    tensors: dict[str, torch.Tensor]
+    moments: Moments
 
 
-def run_all(search: Search, tasks: list[dict]) -> list[dict]:
-    """The results of ``tasks``, run at once on the workers, in their order."""
-    keys = [search.pool.submit(task) for task in tasks]
-    results = search.wait_for_workers(search.pool.gather, keys, search.should_stop)
-    if results is None:
-        raise StopRequested(search.deadline.reason)
-    return results
-
-
-def gathered(results: list[dict], field: str) -> dict[str, list[torch.Tensor]]:
-    """Each name in the results' ``field`` → its values, one per worker that returned it."""
-    out: dict[str, list[torch.Tensor]] = {}
+def _gathered(results: list[TrainResult], moments: bool) -> dict[str, list]:
+    out: dict[str, list] = {}
     for r in results:
-        for name, value in r[field].items():
+        for name, value in (r.moments if moments else r.tensors).items():
             out.setdefault(name, []).append(value)
     return out
 
 
-def merge_results(search: Search, results: list[dict], before: dict, moments_before: dict) -> dict:
-    """One result whose tensors and moments merge every worker's (module docstring)."""
-    rule = search.config.worker_merge
+def merge_results(
+    rule: str,
+    store: TensorStore,
+    results: list[TrainResult],
+    before: dict[str, torch.Tensor],
+    moments_before: Moments,
+) -> Merged:
+    """The tensors and moments of ``results`` merged by ``rule`` (``sum`` or ``mean``; the
+    module docstring)."""
     tensors = {}
-    for tid, values in gathered(results, "tensors").items():
+    for tid, values in _gathered(results, moments=False).items():
         if len(values) == 1:
             tensors[tid] = values[0]
-        elif search.store.is_parameter(tid):
+        elif store.is_parameter(tid):
             deltas = torch.stack([v - before[tid] for v in values])
             tensors[tid] = before[tid] + (deltas.sum(0) if rule == "sum" else deltas.mean(0))
         elif values[0].is_floating_point():  # running mean and variance
             tensors[tid] = torch.stack(values).mean(0)
         else:  # batches seen
             tensors[tid] = before[tid] + sum(v - before[tid] for v in values)
-    moments = {}
-    for name, values in gathered(results, "moments").items():
-        if len(values) == 1:
-            moments[name] = values[0]
-        elif name.startswith("step/"):
-            start = moments_before.get(name, torch.zeros_like(values[0]))
-            moments[name] = start + sum(v - start for v in values)
-        else:
-            moments[name] = torch.stack(values).mean(0)
-    return {"tensors": tensors, "moments": moments}
+    moments: Moments = {}
+    for tid, states in _gathered(results, moments=True).items():
+        if len(states) == 1:
+            moments[tid] = states[0]
+            continue
+        start = moments_before.get(tid, {}).get("step")
+        merged = {}
+        for key in states[0]:
+            values = [st[key] for st in states]
+            if key == "step":
+                origin = torch.zeros_like(values[0]) if start is None else start
+                merged[key] = origin + sum(v - origin for v in values)
+            else:
+                merged[key] = torch.stack(values).mean(0)
+        moments[tid] = merged
+    return Merged(tensors, moments)
+
+
+def write_back(store: TensorStore, optimizer, merged: Merged) -> None:
+    """Merged tensors into ``store`` in place (modules built on them stay valid) and their
+    moments into ``optimizer``."""
+    with torch.no_grad():
+        for tid, value in merged.tensors.items():
+            store[tid].copy_(value)
+    for tid, st in merged.moments.items():
+        optimizer.state[tid] = {k: v.to(store[tid].device) for k, v in st.items()}

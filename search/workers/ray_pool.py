@@ -14,14 +14,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Callable
 
 from evoir.errors import EvoirError
 
 from ..data import DataSet
+from ..trainer import Trainer
+from .executor import ShouldStop
+from .generation import Merged, merge_results, write_back
+from .task import TrainResult, TrainTask
 
 RETRIES = 3
 POLL_S = 0.2  # how often a wait looks at the stop request (budget, signals)
@@ -45,7 +49,7 @@ def _threads(ray) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(cpus)))
 
 
-def _run_remote(task: dict, data_box: list, gpu: bool) -> dict:
+def _run_remote(task: TrainTask, data_box: list, gpu: bool) -> TrainResult:
     """What a Ray worker runs: ``run_task`` with this worker's share of the cores."""
     import ray
     import torch
@@ -62,7 +66,7 @@ def _run_remote(task: dict, data_box: list, gpu: bool) -> dict:
 
 
 class RayPool:
-    """Parallel workers on Ray (module docstring). ``slots`` tasks run at once."""
+    """Parallel workers on Ray (module docstring), an ``Executor``: ``slots`` tasks at once."""
 
     def __init__(self, data: DataSet, workers: int | None = None, address: str | None = None, device="auto"):
         ray = require_ray()
@@ -90,59 +94,98 @@ class RayPool:
             num_cpus=0 if self.gpu else 1, num_gpus=1 if self.gpu else 0, max_retries=0
         )
         self.keys = itertools.count()
-        self.running: dict = {}  # ObjectRef → (key, task, failed attempts)
+        self.running: dict = {}  # ObjectRef → (key, packed task, failed attempts)
+        self.trainer: Trainer | None = None
+        self.merge_rule = "mean"
+
+    def bind(self, trainer: Trainer, merge_rule: str) -> None:
+        self.trainer = trainer
+        self.merge_rule = merge_rule
 
     def describe(self) -> str:
         nodes = [n for n in self.ray.nodes() if n["Alive"]]
         kind = "GPU" if self.gpu else "CPU"
         return f"{self.slots} Ray workers ({kind}) on {len(nodes)} node{'s' * (len(nodes) != 1)}"
 
-    def submit(self, task: dict, retries: list | None = None, key: int | None = None) -> int:
-        key = next(self.keys) if key is None else key
-        ref = self.remote.remote(task, [self.data_ref], self.gpu)
-        self.running[ref] = (key, task, retries or [])
+    def _trainer(self) -> Trainer:
+        if self.trainer is None:
+            raise EvoirError("the Ray pool is not bound to a search")
+        return self.trainer
+
+    def submit(self, task: TrainTask) -> int:
+        t = self._trainer()
+        return self._send(task.packed(t.store, t.optimizer), [], next(self.keys))
+
+    def _send(self, packed: TrainTask, retries: list, key: int) -> int:
+        ref = self.remote.remote(packed, [self.data_ref], self.gpu)
+        self.running[ref] = (key, packed, retries)
         return key
 
-    def next_result(self, should_stop: Callable[[], bool]) -> tuple[int | None, dict | None]:
-        """The next result to arrive, as ``(key, result)``; ``(None, None)`` when
+    def next_result(self, should_stop: ShouldStop) -> tuple[int, TrainResult] | None:
+        """The next result to arrive, its tensors written into the driver's store; None when
         ``should_stop`` says so first. Tasks on lost workers are sent again."""
-        ray = self.ray
-        while True:
-            if should_stop():
-                return None, None
-            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
-            if not ready:
-                continue
-            ref = ready[0]
-            key, task, retries = self.running.pop(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayTaskError as err:  # the training itself raised
-                if isinstance(err.cause, EvoirError):
-                    raise EvoirError(str(err.cause)) from None
-                raise
-            except ray.exceptions.RayError as err:  # the worker or its node was lost
-                retries = retries + [{"error": type(err).__name__, "message": str(err).splitlines()[0][:200]}]
-                if len(retries) > RETRIES:
-                    raise EvoirError(
-                        f"a task failed on {len(retries)} workers; the last: {retries[-1]['message']}"
-                    ) from None
-                self.submit(task, retries, key)
-                continue
-            result["retries"] = retries
-            return key, result
+        arrived = self._arrival(should_stop)
+        if arrived is None:
+            return None
+        key, packed, result = arrived
+        self._take([packed], [result])
+        return key, result
 
-    def gather(self, keys: list[int], should_stop: Callable[[], bool]) -> list[dict] | None:
-        """The results of ``keys``, in their order; None when ``should_stop`` says so first
-        (the rest are cancelled)."""
-        results: dict[int, dict] = {}
+    def run(self, tasks: list[TrainTask], should_stop: ShouldStop) -> list[TrainResult] | None:
+        """Every task at once; the tensors several of them trained merged by the rule."""
+        t = self._trainer()
+        packed = [task.packed(t.store, t.optimizer) for task in tasks]
+        keys = [self._send(p, [], next(self.keys)) for p in packed]
+        results: dict[int, TrainResult] = {}
         while len(results) < len(keys):
-            key, result = self.next_result(should_stop)
-            if key is None:
+            arrived = self._arrival(should_stop)
+            if arrived is None:
                 self.cancel(keys)
                 return None
-            results[key] = result
-        return [results[k] for k in keys]
+            results[arrived[0]] = arrived[2]
+        ordered = [results[k] for k in keys]
+        self._take(packed, ordered)
+        return ordered
+
+    def _take(self, packed: list[TrainTask], results: list[TrainResult]) -> None:
+        t = self._trainer()
+        before = {tid: v for p in packed for tid, v in (p.tensors or {}).items()}
+        moments = {tid: st for p in packed for tid, st in (p.moments or {}).items()}
+        if len(results) == 1:
+            merged = Merged(results[0].tensors, results[0].moments)
+        else:
+            merged = merge_results(self.merge_rule, t.store, results, before, moments)
+        write_back(t.store, t.optimizer, merged)
+        t.touched.update(merged.tensors)
+        t.on_step(sum(n for r in results for n in r.steps.values()))
+
+    def _arrival(self, should_stop: ShouldStop) -> tuple[int, TrainTask, TrainResult] | None:
+        ray = self.ray
+        with self._trainer().clock.span("workers"):
+            while True:
+                if should_stop():
+                    return None
+                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
+                if not ready:
+                    continue
+                ref = ready[0]
+                key, packed, retries = self.running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:  # the training itself raised
+                    if isinstance(err.cause, EvoirError):
+                        raise EvoirError(str(err.cause)) from None
+                    raise
+                except ray.exceptions.RayError as err:  # the worker or its node was lost
+                    message = str(err).splitlines()[0][:200]
+                    retries = retries + [{"error": type(err).__name__, "message": message}]
+                    if len(retries) > RETRIES:
+                        raise EvoirError(
+                            f"a task failed on {len(retries)} workers; the last: {message}"
+                        ) from None
+                    self._send(packed, retries, key)
+                    continue
+                return key, packed, dataclasses.replace(result, retries=tuple(retries))
 
     def cancel(self, keys: list[int]) -> None:
         """Stop the tasks of ``keys`` that are still running."""

@@ -1,0 +1,108 @@
+"""Starting a search as ``evoir search`` does: a new run folder or a resumed one, its lock,
+the executor, and the report at the end. The CLI parses options and prints; this does the rest.
+
+    with open_run(config, out=..., force=...) as search:      # or resume=FOLDER
+        search.run()
+        results = finalize(search)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from evoir.errors import EvoirError
+from evoir.modelfile import atomic_write_text
+
+from .config import SearchConfig
+from .data import DataSet, load_dataset
+from .engine import Search
+from .lock import RunLock, refuse_if_written
+from .start import initial_network
+from .strategies import strategy_class
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+def load_data(config: SearchConfig) -> DataSet:
+    return load_dataset(config.dataset, config.data_dir, val_size=config.val_size, seed=config.seed)
+
+
+def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) -> tuple[Search, RunLock]:
+    """A fresh run in ``out``: every check that can fail runs before the folder is touched."""
+    if out.exists() and any(out.iterdir()):
+        refuse_if_written(out)
+        if not force:
+            raise EvoirError(f"{out} exists; pass --force to replace it or --resume to continue it")
+    if config.workers is not None or ray_address:
+        from .workers.ray_pool import require_ray
+
+        require_ray()
+    data = load_data(config)
+    start = config.start_network
+    initial = initial_network(start, data, config.seed) if start is not None else None
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    lock = RunLock(out)
+    lock.acquire()
+    atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
+    search = strategy_class(config.strategy)(config, data, out)
+    if initial is not None:
+        search.start(*initial)
+    return search, lock
+
+
+def _resumed(folder: Path, budget_s: float | None, workers: int | None) -> tuple[Search, RunLock]:
+    if not (folder / "config.json").exists():
+        raise EvoirError(f"{folder}: not a run folder (no config.json)")
+    lock = RunLock(folder)
+    lock.acquire()
+    try:
+        try:
+            config = SearchConfig.model_validate(json.loads((folder / "config.json").read_text()))
+        except ValueError as err:  # malformed JSON, or not a search's configuration
+            raise EvoirError(f"{folder / 'config.json'}: malformed ({_one_line(err)})") from None
+        search = strategy_class(config.strategy).resume(folder, load_data(config))
+        search.set_budget(budget_s)  # the new --budget, counted from now, or none
+        if workers is not None:
+            search.config = search.config.model_copy(update={"workers": workers})
+    except BaseException:
+        lock.release()
+        raise
+    return search, lock
+
+
+@contextmanager
+def open_run(
+    config: SearchConfig | None = None,
+    *,
+    out: Path | None = None,
+    resume: Path | None = None,
+    force: bool = False,
+    budget_s: float | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> Iterator[Search]:
+    """The search of a new run (``config``, ``out``) or of a resumed one (``resume``), with
+    its folder locked and its executor attached, for the block; then the pool is closed and
+    the lock released."""
+    if resume is not None:
+        search, lock = _resumed(resume, budget_s, workers)
+    else:
+        assert config is not None and out is not None
+        search, lock = _new(config, out, force, ray_address)
+    try:
+        if search.config.workers is not None or ray_address:
+            from .workers.ray_pool import RayPool
+
+            search.pool = RayPool(search.data, search.config.workers, ray_address, search.config.device)
+        yield search
+    finally:
+        search.executor.close()
+        lock.release()

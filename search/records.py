@@ -1,0 +1,55 @@
+"""What a generation's end writes: the history record (printed, plotted, checkpointed) and one
+event per member in ``events.jsonl``."""
+
+from __future__ import annotations
+
+from evoir.analysis import analyze
+
+from .member import Member
+from .population import Population
+from .selection import coverage
+
+
+def generation_record(population: Population, generation: int, selected: list[str], **counts) -> dict:
+    """The history record of ``generation``; ``counts`` are the run's ``flops_train``,
+    ``flops_eval`` and ``elapsed_s``."""
+    members, store = population.members, population.store
+    best = population.best()
+    return {
+        "generation": generation,
+        "members": len(members),
+        "best_val_acc": best.val_acc,
+        "best": best.id,
+        "mean_val_acc": sum(m.val_acc or 0 for m in members) / len(members),
+        "coverage": coverage(population.correct, [m.id for m in members]),
+        "flops_train": counts["flops_train"],
+        "flops_eval": counts["flops_eval"],
+        "store_bytes": store.nbytes(),
+        "independent_bytes": sum(store.nbytes(m.graph.tensor_ids()) for m in members),
+        "params_best": analyze(best.graph).params,
+        "elapsed_s": round(counts["elapsed_s"], 2),
+        "parents_selected": selected,
+        "evaluated": population.evaluated,
+    }
+
+
+def member_event(generation: int, m: Member) -> dict:
+    a = analyze(m.graph)
+    event = {
+        "generation": generation,
+        "id": m.id,
+        "parent": m.parent,
+        "passes": m.passes,
+        "params": a.params,
+        "flops": a.flops,
+        "val_acc": m.val_acc,
+        "lr": m.lr,
+        "weight_decay": m.weight_decay,
+        "steps": m.steps,
+        "born": m.born,
+    }
+    for key in ("genome", "parents", "worker", "retries"):
+        value = getattr(m, key)
+        if value:
+            event[key] = value
+    return event
