@@ -61,7 +61,7 @@ def base_protocol(config: SearchConfig, data, folder: Path, steps: int, flops_st
     for target in sorted({*range(500, max(steps, flops_steps) + 1, 500), steps, flops_steps}):
         base.joint_train(target - done)
         done = target
-        tested[target] = base.evaluation_on(base.members[0], data.test).accuracy
+        tested[target] = base.evaluations_on([base.members[0]], data.test)[0].accuracy
     return {
         "equal_steps": tested[steps],
         "equal_flops": tested[flops_steps],

@@ -71,7 +71,7 @@ def measure(data, dataset: str, start: str, args) -> dict:
         evaluate = interleaved(
             {
                 "one at a time": lambda: [
-                    runs[False].evaluation_on(m, data.val) for m in runs[False].members
+                    runs[False].evaluations_on([m], data.val)[0] for m in runs[False].members
                 ],
                 "stacked": lambda: runs[True].evaluations_on(runs[True].members, data.val),
             },

@@ -50,7 +50,7 @@ from evoir.search.data import load_dataset
 from evoir.search.start import initial_network
 from evoir.search.strategies import strategy_class
 from evoir.search.workers.ray_pool import RayPool
-from evoir.search.workers.task import run_task
+from evoir.search.workers.task import TrainResult, TrainTask, run_task
 
 from .ne_cifar import ROOT, ensure_cifar
 
@@ -66,19 +66,32 @@ class MeasuredPool(RayPool):
         self.task_bytes: list[int] = []
         self.result_bytes: list[int] = []
         self.worker_seconds: list[float] = []
-        self.tasks: list[dict] = []
+        self.tasks: list[TrainTask] = []
+        self.measuring = True
 
-    def submit(self, task, retries=None, key=None):
-        self.tasks.append(task)
-        self.task_bytes.append(len(pickle.dumps(task)))
-        return super().submit(task, retries, key)
+    def _send(self, packed, retries, key):
+        if self.measuring and not retries:
+            self.tasks.append(packed)
+            self.task_bytes.append(len(pickle.dumps(packed)))
+        return super()._send(packed, retries, key)
 
-    def next_result(self, should_stop):
-        key, result = super().next_result(should_stop)
-        if result is not None:
-            self.result_bytes.append(len(pickle.dumps(result)))
-            self.worker_seconds.append(result["seconds"])
-        return key, result
+    def _arrival(self, should_stop):
+        arrived = super()._arrival(should_stop)
+        if arrived is not None and self.measuring:
+            self.result_bytes.append(len(pickle.dumps(arrived[2])))
+            self.worker_seconds.append(arrived[2].seconds)
+        return arrived
+
+    def replay(self, tasks: list[TrainTask]) -> list[TrainResult]:
+        """The packed ``tasks`` once more, all at once, their results in order (nothing is
+        written back: the run is over)."""
+        self.measuring = False
+        keys = [self._send(task, [], next(self.keys)) for task in tasks]
+        results = {}
+        while len(results) < len(keys):
+            key, _, result = self._arrival(lambda: False)
+            results[key] = result
+        return [results[k] for k in keys]
 
 
 def run(config: SearchConfig, data, workers: int | None) -> dict:
@@ -122,13 +135,13 @@ def replay(pool: MeasuredPool, data) -> dict:
         run_task(task, data, "cpu")
     here = time.perf_counter() - started
     started = time.perf_counter()
-    results = pool.gather([pool.submit(task) for task in tasks], lambda: False)
+    results = pool.replay(tasks)
     there = time.perf_counter() - started
     return {
         "tasks": len(tasks),
         "in_process_s": round(here, 2),
         "workers_s": round(there, 2),
-        "worker_seconds_mean": sum(r["seconds"] for r in results) / len(results),
+        "worker_seconds_mean": sum(r.seconds for r in results) / len(results),
         "speedup": round(here / there, 3),
     }
 

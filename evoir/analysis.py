@@ -52,8 +52,25 @@ class Analysis:
         }
 
 
+_ANALYSES: dict[int, tuple[Graph, Analysis]] = {}
+
+
 def analyze(graph: Graph) -> Analysis:
-    """Per-node and total costs. Parameters shared by several nodes are counted once."""
+    """Per-node and total costs. Parameters shared by several nodes are counted once.
+
+    Graphs are immutable, so the analysis of a graph object is computed once (a search asks
+    for every member's costs at every generation's end)."""
+    cached = _ANALYSES.get(id(graph))
+    if cached is not None and cached[0] is graph:
+        return cached[1]
+    if len(_ANALYSES) > 4096:
+        _ANALYSES.clear()
+    result = _analyze(graph)
+    _ANALYSES[id(graph)] = (graph, result)
+    return result
+
+
+def _analyze(graph: Graph) -> Analysis:
     seen: set[str] = set()
     costs = []
     for node in graph.nodes:

@@ -48,6 +48,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_TENSOR_IDS: dict[int, tuple[Graph, tuple[str, ...]]] = {}
+
+
 class Graph(BaseModel):
     """A network: nodes in topological order, one or more ``input`` and ``output`` nodes."""
 
@@ -123,12 +126,19 @@ class Graph(BaseModel):
         return g
 
     def tensor_ids(self) -> list[str]:
-        """Every tensor id the graph refers to (parameters and buffers), in graph order."""
-        seen: dict[str, None] = {}
-        for n in self.nodes:
-            for tid in n.params.values():
-                seen.setdefault(tid, None)
-        return list(seen)
+        """Every tensor id the graph refers to (parameters and buffers), in graph order.
+        Computed once per graph object (graphs are immutable; a search asks it of every
+        member whenever it frees tensors)."""
+        cached = _TENSOR_IDS.get(id(self))
+        if cached is None or cached[0] is not self:
+            if len(_TENSOR_IDS) > 4096:
+                _TENSOR_IDS.clear()
+            seen: dict[str, None] = {}
+            for n in self.nodes:
+                for tid in n.params.values():
+                    seen.setdefault(tid, None)
+            cached = _TENSOR_IDS[id(self)] = (self, tuple(seen))
+        return list(cached[1])
 
     def parameter_ids(self) -> list[str]:
         """Ids of trainable parameters only (buffers such as BN running stats excluded)."""

@@ -62,7 +62,12 @@ class TensorStore(Mapping[str, torch.Tensor]):
         return value
 
     def is_parameter(self, tid: str) -> bool:
-        return isinstance(self[tid], torch.nn.Parameter)
+        t = self[tid]
+        # The exact types first: Parameter's isinstance check runs Python code, and a search
+        # asks this of every tensor at every checkpoint.
+        if type(t) is torch.nn.Parameter:
+            return True
+        return type(t) is not torch.Tensor and isinstance(t, torch.nn.Parameter)
 
     def fresh_id(self, base: str) -> str:
         """``base`` if unused, else ``base~1``, ``base~2``… (ids are never reused)."""

@@ -8,8 +8,9 @@ A checkpoint writes only what changed since the one before: a tensor counts as c
 it is a new object, when torch's version counter moved (an in-place copy), or when the caller
 names it (what training touched: torch's fused Adam updates in place without moving the
 counter), so a steady-state result adds one segment with the new candidate's tensors instead
-of rewriting the population. The JSON maps every tensor to the
-segment that holds its latest value. When the segments on disk hold more than twice the live
+of rewriting the population. The JSON lists the segments it needs, each
+with its checksum and the groups of tensors (a tensor and its Adam moments) whose latest
+value it holds. When the segments on disk hold more than twice the live
 bytes, the next checkpoint writes everything afresh into one segment.
 
 Order of writes: the new segment (named by its SHA-256, ``checkpoint-<sha>.safetensors``,
@@ -22,16 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load, save
 
 from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_bytes
+
+from .segments import pack, unpack
 
 JSON_NAME = "checkpoint.json"
 WEIGHTS_NAME = "checkpoint.safetensors"  # runs written before weight files were named by content
@@ -47,77 +48,113 @@ def _atomic(path: Path, data: bytes) -> None:
         ) from None
 
 
+Group = dict[str, torch.Tensor]  # tensors written and kept together (one tensor and its moments)
+
+
 class CheckpointWriter:
-    """Writes a folder's checkpoints, each with only the tensors changed since the last."""
+    """Writes a folder's checkpoints, each with only the groups of tensors changed since the
+    last (``write``)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.segments: dict[str, str] = {}  # segment file → its SHA-256, as the last JSON names them
         self.sizes: dict[str, int] = {}  # segment file → bytes
-        self.where: dict[str, str] = {}  # tensor key → the segment holding its last written value
-        self.written: dict[str, tuple[weakref.ref, int]] = {}  # key → (the tensor, its version) then
+        self.where: dict[str, str] = {}  # group → the segment holding its last written value
+        # group → (its first tensor, that tensor's version, the group's keys, its bytes) when
+        # last written. The reference is held until the next checkpoint, so that a new tensor
+        # cannot reuse a freed one's id.
+        self.written: dict[str, tuple[torch.Tensor, int, tuple[str, ...], int]] = {}
 
-    def _unchanged(self, key: str, t: torch.Tensor) -> bool:
-        seen = self.written.get(key)
-        return seen is not None and seen[0]() is t and seen[1] == t._version
-
-    def write(self, state: dict, tensors: dict[str, torch.Tensor], touched: set[str] | None = None) -> None:
-        """Write a checkpoint (see the module docstring); ``touched`` names the keys of
-        tensors changed in place since the last one (None: every tensor is written).
+    def write(
+        self,
+        state: dict,
+        groups: dict[str, Group],
+        touched: set[str] | None = None,
+        fragments: dict[str, str] | None = None,
+    ) -> None:
+        """Write a checkpoint (see the module docstring). ``groups`` holds every tensor, in
+        groups that change together; ``touched`` names the groups changed in place since the
+        last checkpoint (None: everything is written); ``fragments`` are fields of the state
+        already encoded as JSON text.
 
         Raises:
             EvoirError: naming the file that could not be written; the previous checkpoint
                 is left as it was.
         """
-        kept = {
-            k: self.where[k]
-            for k, t in tensors.items()
-            if touched is not None and k not in touched and k in self.where and self._unchanged(k, t)
-        }
-        live = sum(t.numel() * t.element_size() for t in tensors.values())
+        kept: dict[str, str] = {}
+        live = 0
+        written, touched_groups = self.written, touched or set()
+        for g, tensors in groups.items():
+            seen = written.get(g)
+            if touched is not None and seen is not None and g not in touched_groups:
+                first = next(iter(tensors.values()))
+                if seen[0] is first and seen[1] == first._version and seen[2] == tuple(tensors):
+                    kept[g] = self.where[g]
+                    live += seen[3]
+                    continue
+            live += sum(t.numel() * t.element_size() for t in tensors.values())
         on_disk = sum(self.sizes[s] for s in set(kept.values()))
         if on_disk > COMPACT_RATIO * live + 2**20:
             kept = {}
-        changed = {k: t for k, t in tensors.items() if k not in kept}
+        changed = {g: tensors for g, tensors in groups.items() if g not in kept}
         segments = {s: self.segments[s] for s in set(kept.values())}
         where = dict(kept)
         new_size: dict[str, int] = {}
-        if changed or not tensors:
-            blob = save({k: t.detach().cpu().contiguous().clone() for k, t in changed.items()})
+        if changed or not groups:
+            blob = pack(changed)
             sha = hashlib.sha256(blob).hexdigest()
             name = f"checkpoint-{sha[:16]}.safetensors"
             _atomic(self.folder / name, blob)
             segments[name] = sha
             new_size[name] = len(blob)
-            where.update({k: name for k in changed})
-        document = {**state, "segments": segments, "tensors": where}
-        _atomic(self.folder / JSON_NAME, (json.dumps(document) + "\n").encode())
-        for old in [*self.folder.glob("checkpoint-*.safetensors"), self.folder / WEIGHTS_NAME]:
-            if old.name not in segments and old.exists():
-                old.unlink()
+            where.update({g: name for g in changed})
+        held: dict[str, list[str]] = {name: [] for name in segments}
+        for g, name in where.items():
+            held[name].append(g)
+        document = {
+            **{k: v for k, v in state.items() if k not in (fragments or {})},
+            "segments": [
+                {"file": name, "sha256": sha, "groups": held[name]} for name, sha in segments.items()
+            ],
+        }
+        text = json.dumps(document)
+        for field_name, fragment in (fragments or {}).items():
+            text = f"{{{json.dumps(field_name)}: {fragment}, {text[1:]}"
+        _atomic(self.folder / JSON_NAME, (text + "\n").encode())
+        for old in set(self.segments) - set(segments):
+            (self.folder / old).unlink(missing_ok=True)
+        if not self.segments:  # the first write: whatever an earlier writer left
+            for stale in [*self.folder.glob("checkpoint-*.safetensors"), self.folder / WEIGHTS_NAME]:
+                if stale.name not in segments:
+                    stale.unlink(missing_ok=True)
         self.segments = segments
         self.sizes = {s: new_size.get(s, self.sizes.get(s, 0)) for s in segments}
         self.where = where
-        self.written = {k: v for k, v in self.written.items() if k in kept}
-        self.written.update({k: (weakref.ref(t), t._version) for k, t in changed.items()})
+        self.written = {g: written[g] for g in kept}
+        for g, tensors in changed.items():
+            first = next(iter(tensors.values()))
+            nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+            self.written[g] = (first, first._version, tuple(tensors), nbytes)
 
 
 def write(folder: Path, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-    """One whole checkpoint (a fresh writer remembers nothing, so it writes every tensor)."""
-    CheckpointWriter(folder).write(state, tensors)
+    """One whole checkpoint of ``tensors``, each its own group (a fresh writer remembers
+    nothing, so it writes every tensor)."""
+    CheckpointWriter(folder).write(state, {k: {k: t} for k, t in tensors.items()})
 
 
-def _segment(folder: Path, jname: str, name: str, sha: str | None) -> dict[str, torch.Tensor]:
+def _segment(folder: Path, jname: str, name: str, sha: str | None) -> dict[str, Group]:
     path = folder / Path(name).name
     if not path.exists():
         raise EvoirError(f"{path}: missing; {jname} cannot be resumed without it")
     blob = path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != sha:
         raise EvoirError(f"{path}: does not belong to {jname} (checksum differs)")
-    return load(blob)
+    return unpack(blob)
 
 
 def read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The state and every tensor (by key) of the checkpoint in ``folder``."""
     jpath = folder / JSON_NAME
     if not jpath.exists():
         raise EvoirError(f"{folder}: no checkpoint to resume from (the run stopped before its first one)")
@@ -127,12 +164,17 @@ def read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise EvoirError(f"{jpath}: malformed checkpoint ({err})") from None
     if "segments" not in state:  # one file of every tensor, as runs before segments wrote
         name = str(state.get("weights_file", WEIGHTS_NAME))
-        return state, _segment(folder, jpath.name, name, state.get("weights_sha256"))
+        held = _segment(folder, jpath.name, name, state.get("weights_sha256"))
+        return state, {k: t for group in held.values() for k, t in group.items()}
+    tensors: dict[str, torch.Tensor] = {}
     try:
-        segments = {name: _segment(folder, jpath.name, name, sha) for name, sha in state["segments"].items()}
-        return state, {key: segments[name][key] for key, name in state["tensors"].items()}
+        for segment in state["segments"]:
+            held = _segment(folder, jpath.name, segment["file"], segment["sha256"])
+            for g in segment["groups"]:
+                tensors.update(held[g])
     except (KeyError, AttributeError, TypeError) as err:
         raise EvoirError(f"{jpath}: malformed checkpoint (no tensor {err})") from None
+    return state, tensors
 
 
 class RunState(BaseModel):
@@ -142,7 +184,7 @@ class RunState(BaseModel):
 
     config: dict
     generation: int
-    members: list[dict]  # ``Member.to_json``
+    members: list[dict] = Field(default_factory=list)  # ``Member.to_json``
     buffers: list[str]  # ids of the store's tensors that are buffers, not parameters
     python_rng: list  # ``random.Random.getstate()`` as JSON
     history: list[dict] = Field(default_factory=list)  # runs before history.jsonl kept it here
@@ -169,20 +211,24 @@ class RunTensors:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # the strategy's own
 
     @staticmethod
-    def keys_of(tensor_ids: set[str], moments: dict[str, dict[str, torch.Tensor]]) -> set[str]:
-        """The flat keys of the store's tensors ``tensor_ids`` and of their moments."""
-        keys = {f"store/{tid}" for tid in tensor_ids}
-        keys.update(f"adam/{key}/{tid}" for tid in tensor_ids for key in moments.get(tid, ()))
-        return keys
+    def group_of(tensor_id: str) -> str:
+        """The group of a store tensor: the tensor and its moments, which change together."""
+        return f"t/{tensor_id}"
 
-    def flat(self) -> dict[str, torch.Tensor]:
-        out = {f"store/{k}": v for k, v in self.store.items()}
-        out.update({f"adam/{key}/{tid}": v for tid, st in self.moments.items() for key, v in st.items()})
-        out.update({f"correct/{k}": v for k, v in self.correct.items()})
-        out.update({f"stream/{k}": v for k, v in self.stream.items()})
-        out.update({f"extra/{k}": v for k, v in self.extra.items()})
+    def groups(self) -> dict[str, Group]:
+        """Every tensor by its ``KIND/NAME`` key, in groups that change together."""
+        out: dict[str, Group] = {}
+        moments = self.moments
+        for tid, value in self.store.items():
+            group = {f"store/{tid}": value}
+            for key, moment in moments.get(tid, {}).items():
+                group[f"adam/{key}/{tid}"] = moment
+            out[f"t/{tid}"] = group
+        for kind in ("correct", "stream", "extra"):
+            for k, v in getattr(self, kind).items():
+                out[f"{kind}/{k}"] = {f"{kind}/{k}": v}
         if self.joint_rng is not None:
-            out["rng/joint"] = self.joint_rng
+            out["rng/joint"] = {"rng/joint": self.joint_rng}
         return out
 
     @classmethod

@@ -46,8 +46,12 @@ class Search(Protocol):
     def record_evaluation(self, member: Member, ev: Evaluation) -> None: ...
 
 
-def train_members(search: Search, members: list[Member], steps: int, each: bool) -> None:
-    trainer, executor = search.trainer, search.executor
+def train_members(
+    search: Search, members: list[Member], steps: int, each: bool, executor: Executor | None = None
+) -> None:
+    """Train ``members`` on ``executor`` (default: the search's)."""
+    trainer = search.trainer
+    executor = executor or search.executor
     parts = shares(members, executor.slots)
     counts = [steps] * len(parts) if each else step_split(steps, [len(p) for p in parts])
     stream = trainer.stream.at(trainer.stream.state_dict())

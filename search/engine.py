@@ -72,6 +72,15 @@ class Search:
     deadline = _via("job", "deadline")
     progress = _via("job", "progress")
     events_written = _via("job", "events_written")
+    # Methods of the parts, as the strategies and the report call them.
+    new_id = _via("population", "new_id")
+    host_store = _via("population", "host_store")
+    fork = _via("population", "fork")
+    module = _via("trainer", "module")
+    evaluations_on = _via("trainer", "evaluations_on")
+    request_stop = _via("job", "request_stop")
+    should_stop = _via("job", "should_stop")
+    total_elapsed = _via("job", "elapsed")
 
     def __init__(self, config: SearchConfig, data: DataSet, folder: Path | None):
         self.config = config
@@ -147,40 +156,20 @@ class Search:
     def adopt(self, graph: Graph, added: TensorStore | None = None, **fields) -> Member:
         return self.population.adopt(graph, added, max(self.generation, 0), **fields)
 
-    def new_id(self, prefix: str = "c") -> str:
-        return self.population.new_id(prefix)
-
-    def host_store(self) -> TensorStore:
-        return self.population.host_store()
-
-    def fork(self, graph: Graph) -> Graph:
-        return self.population.fork(graph)
-
-    def module(self, member: Member) -> torch.nn.Module:
-        return self.trainer.module(member)
-
-    def everyone(self) -> list[Member]:
-        return self.population.everyone()
-
     # ---- training and evaluation ---------------------------------------------------------------
     def train_members(self, steps: int, members: list[Member] | None = None, each: bool = False) -> None:
-        """A generation's training, on the executor (``dispatch.py``)."""
+        """A generation's training, on the executor (``dispatch.py``): NE's joint training of
+        ``members`` (default: all), or with ``each`` every member its own ``steps``."""
         dispatch.train_members(self, list(self.members if members is None else members), steps, each)
 
     def joint_train(self, steps: int, members: list[Member] | None = None) -> None:
-        """NE's joint training of ``members`` (default: all), in this process."""
-        self._train_here(list(self.members if members is None else members), steps, each=False)
+        """``train_members`` in this process, whatever the executor."""
+        dispatch.train_members(
+            self, list(self.members if members is None else members), steps, False, self.local
+        )
 
     def train_each(self, members: list[Member], steps: int) -> None:
-        """Every one of ``members`` trained ``steps`` steps on its own, in this process."""
-        self._train_here(list(members), steps, each=True)
-
-    def _train_here(self, members: list[Member], steps: int, each: bool) -> None:
-        executor, self.executor = self.executor, self.local
-        try:
-            dispatch.train_members(self, members, steps, each)
-        finally:
-            self.executor = executor
+        dispatch.train_members(self, list(members), steps, True, self.local)
 
     def evaluate_members(self, members: list[Member] | None = None, executor: Executor | None = None) -> None:
         """Validation accuracy of ``members`` (default: all), on the executor."""
@@ -191,12 +180,6 @@ class Search:
     def record_evaluation(self, member: Member, ev: Evaluation) -> None:
         self.population.record_evaluation(member, ev)
         self.flops_eval += analyze(member.graph).flops * len(self.data.val)
-
-    def evaluations_on(self, members: list[Member], split) -> list[Evaluation]:
-        return self.trainer.evaluations_on(members, split)
-
-    def evaluation_on(self, member: Member, split) -> Evaluation:
-        return self.evaluations_on([member], split)[0]
 
     def stepped(self, n: int) -> None:
         """``n`` training steps were taken (here, as they are, or on a worker, as its
@@ -242,30 +225,19 @@ class Search:
         return self.population.best()
 
     # ---- stopping ----------------------------------------------------------------------------
-    def request_stop(self, reason: str) -> None:
-        self.job.request_stop(reason)
-
-    def should_stop(self) -> bool:
-        return self.job.should_stop()
-
     def set_budget(self, budget_s: float | None) -> None:
         """A new budget for this invocation, counted from now (``--resume --budget``)."""
         self.config = self.config.model_copy(update={"budget_s": budget_s})
         self.job.set_budget(budget_s)
-
-    def total_elapsed(self) -> float:
-        return self.job.elapsed()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         """Run (or continue) until all generations are done or the run is asked to stop.
 
         A stop (budget or signal) takes effect before the next training step: the members
-        are evaluated as they are, for the report, and ``stopped`` says why. The checkpoint
-        stays the one written at the last generation boundary (one is written before the
-        initial training too), so ``resume`` re-runs the interrupted generation from its
-        start and, on the CPU, ends exactly as an uninterrupted run would.
-        """
+        are evaluated as they are, for the report, and ``stopped`` says why. ``resume`` re-runs
+        the interrupted generation from the last checkpoint (one is written before the initial
+        training too) and, on the CPU, ends exactly as an uninterrupted run would."""
         cfg = self.config
         self.stopped = None
         try:
@@ -320,13 +292,5 @@ class Search:
     def resume(cls, folder: Path, data: DataSet) -> Search:
         return persist.resume(cls, folder, data)
 
-    # ---- results -------------------------------------------------------------------------------
     def final_selection(self) -> list[Member]:
         return self.select(self.config.keep)
-
-    def validation_of(self, members: list[Member]) -> list[Evaluation]:
-        """The members' validation evaluations: the latest if every one is current (training
-        since then would have cleared it), else evaluated now."""
-        if all(m.id in self.validation and self.validation[m.id].steps == m.steps for m in members):
-            return [self.validation[m.id] for m in members]
-        return self.evaluations_on(members, self.data.val)

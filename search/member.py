@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, fields
 
 from evoir.graph import Graph
 
-_GRAPH_JSON: dict[int, tuple[Graph, dict]] = {}
+_GRAPH_JSON: dict[int, tuple[Graph, str]] = {}
 
 
-def graph_json(graph: Graph) -> dict:
-    """``graph`` as JSON data, computed once per graph (graphs are immutable; a checkpoint
+def graph_text(graph: Graph) -> str:
+    """``graph`` as JSON text, encoded once per graph (graphs are immutable; a checkpoint
     writes every member's graph each generation, so a steady-state result would otherwise
-    serialise the whole population again)."""
+    encode the whole population again)."""
     cached = _GRAPH_JSON.get(id(graph))
     if cached is None or cached[0] is not graph:
         if len(_GRAPH_JSON) > 4096:
             _GRAPH_JSON.clear()
-        cached = _GRAPH_JSON[id(graph)] = (graph, json.loads(graph.model_dump_json()))
+        cached = _GRAPH_JSON[id(graph)] = (graph, graph.model_dump_json())
     return cached[1]
 
 
@@ -48,8 +47,12 @@ class Member:
     retries: list[dict] | None = None  # failed attempts on lost workers before that one
 
     def to_json(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "graph"}
-        return {**copy.deepcopy(d), "graph": graph_json(self.graph)}
+        return json.loads(self.to_json_text())
+
+    def to_json_text(self) -> str:
+        """The member as JSON text (its graph's encoding is reused from the last time)."""
+        rest = json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "graph"})
+        return f'{rest[:-1]}, "graph": {graph_text(self.graph)}}}'
 
     @classmethod
     def from_json(cls, d: dict) -> Member:

@@ -54,13 +54,14 @@ class Search(Protocol):
 S = TypeVar("S", bound=Search)
 
 
-def state_of(search: Search) -> tuple[RunState, RunTensors]:
+def state_of(search: Search) -> tuple[RunState, RunTensors, dict[str, str]]:
+    """The checkpoint of ``search``: its state, its tensors, and its members as JSON text."""
     population, trainer = search.population, search.trainer
     store = population.store
-    state = RunState(
+    # Built from the search's own values: validated when read back, not when written.
+    state = RunState.model_construct(
         config=json.loads(search.config.model_dump_json()),
         generation=search.generation,
-        members=[m.to_json() for m in population.members],
         buffers=[tid for tid in store if not store.is_parameter(tid)],
         python_rng=python_rng_json(search.rng.getstate()),
         history_written=search.job.history_written,
@@ -80,7 +81,8 @@ def state_of(search: Search) -> tuple[RunState, RunTensors]:
         stream=trainer.stream.state_dict(),
         extra=search.extra_tensors(),
     )
-    return state, tensors
+    members = "[" + ", ".join(m.to_json_text() for m in population.members) + "]"
+    return state, tensors, {"members": members}
 
 
 def resume(cls: type[S], folder: Path, data: DataSet) -> S:

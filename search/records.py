@@ -15,6 +15,7 @@ def generation_record(population: Population, generation: int, selected: list[st
     ``flops_eval`` and ``elapsed_s``."""
     members, store = population.members, population.store
     best = population.best()
+    sizes = tensor_bytes(store)
     return {
         "generation": generation,
         "members": len(members),
@@ -24,13 +25,29 @@ def generation_record(population: Population, generation: int, selected: list[st
         "coverage": coverage(population.correct, [m.id for m in members]),
         "flops_train": counts["flops_train"],
         "flops_eval": counts["flops_eval"],
-        "store_bytes": store.nbytes(),
-        "independent_bytes": sum(store.nbytes(m.graph.tensor_ids()) for m in members),
+        "store_bytes": sum(sizes.values()),
+        "independent_bytes": sum(sizes.get(tid, 0) for m in members for tid in m.graph.tensor_ids()),
         "params_best": analyze(best.graph).params,
         "elapsed_s": round(counts["elapsed_s"], 2),
         "parents_selected": selected,
         "evaluated": population.evaluated,
     }
+
+
+def tensor_bytes(store) -> dict[str, int]:
+    """Each tensor's bytes, a storage shared by several tensors (views) counted once, for
+    the first of them (as ``TensorStore.nbytes``, in one pass)."""
+    seen: set[int] = set()
+    sizes = {}
+    for tid, t in store.items():
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in seen and key != 0:
+            sizes[tid] = 0
+            continue
+        seen.add(key)
+        sizes[tid] = storage.nbytes()
+    return sizes
 
 
 def member_event(generation: int, m: Member) -> dict:

@@ -16,7 +16,8 @@ from evoir.modelfile import atomic_write_text, load_model, save_model
 
 from . import ensemble, plots
 from .engine import Search
-from .evaluate import accuracy_of_probs, evaluate
+from .evaluate import Evaluation, accuracy_of_probs, evaluate
+from .member import Member
 
 
 def read_events(folder: Path) -> list[dict]:
@@ -40,7 +41,7 @@ def finalize(search: Search) -> dict:
     test_labels = data.test.labels
     # One pass over each split for all the final members (shared nodes once, stacks batched).
     test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
-    val_probs = [ev.probs for ev in search.validation_of(final)]
+    val_probs = [ev.probs for ev in _validation_of(search, final)]
     probs = [test[m.id].probs for m in final]
     head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=cfg.seed)
     results = {
@@ -110,6 +111,14 @@ def finalize(search: Search) -> dict:
     plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
     plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
     return results
+
+
+def _validation_of(search: Search, members: list[Member]) -> list[Evaluation]:
+    """The members' validation evaluations: the latest if every one is current (training
+    since then would have cleared it), else evaluated now."""
+    if all(m.id in search.validation and search.validation[m.id].steps == m.steps for m in members):
+        return [search.validation[m.id] for m in members]
+    return search.evaluations_on(members, search.data.val)
 
 
 def _nothing_evaluated(search: Search) -> dict:

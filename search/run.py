@@ -100,9 +100,12 @@ class Run:
     def has_checkpoint(self) -> bool:
         return self.folder is not None and (self.folder / JSON_NAME).exists()
 
-    def save(self, state: RunState, tensors: RunTensors, touched: set[str]) -> None:
-        """Checkpoint; ``touched`` names the store's tensors changed in place since the last
-        checkpoint (their values and moments are written again)."""
+    def save(
+        self, state: RunState, tensors: RunTensors, fragments: dict[str, str], touched: set[str]
+    ) -> None:
+        """Checkpoint; ``fragments`` are fields of the state as JSON text, ``touched`` names
+        the store's tensors changed in place since the last checkpoint (their values and
+        moments are written again)."""
         if self.writer is None:
             return
         if self.events_written == 0 and not (self.writer.folder / EVENTS).exists():
@@ -110,8 +113,9 @@ class Run:
             # first generation ends.
             atomic_write_text(self.writer.folder / EVENTS, "")
         with self.clock.span("checkpoint"):
-            keys = RunTensors.keys_of(touched, tensors.moments)
-            self.writer.write(state.model_dump(mode="json"), tensors.flat(), keys)
+            groups = {RunTensors.group_of(tid) for tid in touched}
+            # The fields are JSON already: no model_dump walk over every member's graph.
+            self.writer.write(dict(state), tensors.groups(), groups, fragments)
 
     def restore(self, state: RunState) -> None:
         """Continue the counts of the checkpoint ``state`` (time, events, history)."""
