@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +68,14 @@ class MeasuredPool(RayPool):
         self.result_bytes: list[int] = []
         self.worker_seconds: list[float] = []
         self.tasks: list[TrainTask] = []
+        self.pack_seconds: list[float] = []
         self.measuring = True
+
+    def submit(self, task):
+        started = time.perf_counter()
+        packed = task.packed(self.trainer.store, self.trainer.optimizer)
+        self.pack_seconds.append(time.perf_counter() - started)
+        return self._send(packed, [], next(self.keys))
 
     def _send(self, packed, retries, key):
         if self.measuring and not retries:
@@ -102,6 +110,7 @@ def run(config: SearchConfig, data, workers: int | None) -> dict:
         pool = None
         if workers:
             pool = search.pool = MeasuredPool(data, workers)  # Ray's start is not timed
+        driver = timed_steps(search)
         started = time.perf_counter()
         search.run()
         wall = time.perf_counter() - started
@@ -115,14 +124,39 @@ def run(config: SearchConfig, data, workers: int | None) -> dict:
             "flops": search.flops_train + search.flops_eval,
         }
         out["gflops_per_s"] = round(out["flops"] / wall / 1e9, 3)
+        if driver:
+            # The driver's own work per result, by step (milliseconds, medians): what a
+            # result costs it (take + conclude: accept, events, checkpoint) and proposing.
+            out["driver_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in driver.items() if v}
         if pool is not None:
             out["task_bytes_mean"] = sum(pool.task_bytes) / len(pool.task_bytes)
             out["result_bytes_mean"] = sum(pool.result_bytes) / len(pool.result_bytes)
             out["worker_seconds_mean"] = sum(pool.worker_seconds) / len(pool.worker_seconds)
             out["tasks"] = len(pool.task_bytes)
+            if pool.pack_seconds:
+                out["pack_ms"] = round(1000 * statistics.median(pool.pack_seconds), 2)
             out["replay"] = replay(pool, data)
             pool.close()
         return out
+
+
+def timed_steps(search) -> dict[str, list[float]]:
+    """Wall time of each call of a steady-state search's driver steps (empty for NE)."""
+    if not hasattr(search, "conclude"):
+        return {}
+    times: dict[str, list[float]] = {"propose": [], "take": [], "conclude": []}
+    for name, spent in times.items():
+        step = getattr(search, name)
+
+        def wrapped(*args, _step=step, _spent=spent, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _step(*args, **kwargs)
+            finally:
+                _spent.append(time.perf_counter() - start)
+
+        setattr(search, name, wrapped)
+    return times
 
 
 def replay(pool: MeasuredPool, data) -> dict:
@@ -146,24 +180,32 @@ def replay(pool: MeasuredPool, data) -> dict:
     }
 
 
-def steady_model(there: dict, results: int, workers: int) -> dict:
+def steady_model(there: dict, results: int, workers: int, here: dict | None = None) -> dict:
     """Steady state: in-process a candidate costs t_here; W workers overlap t_c + b / B each,
     but the driver takes t_d per result, one at a time. t_here and t_c come from the replay
-    (the same candidates both ways), t_d and b from the workers' run."""
+    (the same candidates both ways), t_d and b from the workers' run: everything the driver
+    did outside waiting, per result. On this machine the driver shares its two cores with
+    the two workers, so that t_d is slowed by them; ``t_d_alone`` is the driver's own steps
+    per result (propose, pack the task, take the result, accept it, its events, checkpoint),
+    medians timed in the workers' run with the step times of the in-process run, where
+    nothing competes for the cores, in their place: a cluster's driver has a core of its own."""
     replayed = there["replay"]
     t_here = replayed["in_process_s"] / replayed["tasks"]
     t_c = replayed["worker_seconds_mean"]
     t_d = max(1e-6, (there["wall_s"] - there["seconds"].get("workers", 0.0)) / results)
     b = there["task_bytes_mean"] + there["result_bytes_mean"]
-    model = {w: t_here / max((t_c + b / BANDWIDTH) / w, t_d) for w in (workers, 8, 64, 256)}
-    return {
-        "t_here": t_here,
-        "t_c": t_c,
-        "t_d": t_d,
-        "bytes": b,
-        "speedup": model,
-        "driver_bound_from": (t_c + b / BANDWIDTH) / t_d,
-    }
+    out = {"t_here": t_here, "t_c": t_c, "t_d": t_d, "bytes": b}
+    out["speedup"] = {w: t_here / max((t_c + b / BANDWIDTH) / w, t_d) for w in (workers, 8, 64, 256)}
+    out["driver_bound_from"] = (t_c + b / BANDWIDTH) / t_d
+    alone = (here or {}).get("driver_ms")
+    if alone and "pack_ms" in there:
+        t_alone = (alone["propose"] + alone["take"] + alone["conclude"] + there["pack_ms"]) / 1000
+        out["t_d_alone"] = t_alone
+        out["speedup_driver_alone"] = {
+            w: t_here / max((t_c + b / BANDWIDTH) / w, t_alone) for w in (workers, 8, 64, 256)
+        }
+        out["driver_bound_from_alone"] = (t_c + b / BANDWIDTH) / t_alone
+    return out
 
 
 def ne_model(here: dict, there: dict, generations: int, population: int, workers: int) -> dict:
@@ -215,15 +257,18 @@ def main() -> None:
     workers = table["workers"]
     reg = table["regularized"]
     table["model_steady"] = steady_model(
-        reg["workers"], regularized.population + regularized.generations, workers
+        reg["workers"], regularized.population + regularized.generations, workers, reg["in_process"]
     )
     table["model_ne"] = ne_model(
         table["ne"]["in_process"], table["ne"]["workers"], ne.generations + 1, ne.population, workers
     )
     for kind in ("model_steady", "model_ne"):
         m = table[kind]
-        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "speedup"})
-        print("   expected speed-up:", ", ".join(f"{w} workers {s:.1f}x" for w, s in m["speedup"].items()))
+        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if "speedup" not in k})
+        for key in ("speedup", "speedup_driver_alone"):
+            if key in m:
+                speedups = ", ".join(f"{w} workers {s:.1f}x" for w, s in m[key].items())
+                print(f"   expected {key.replace('_', ' ')}: {speedups}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT, json.dumps(table, indent=1) + "\n")
     print(f"wrote {OUT}")

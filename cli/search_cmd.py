@@ -212,7 +212,9 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
     if resume is not None:
         if out is not None:
             raise EvoirError("--resume continues an existing run; drop --out")
-        opened = open_run(resume=resume, budget_s=parse_budget(budget), workers=options["workers"], ray_address=ray_address)
+        opened = open_run(
+            resume=resume, budget_s=parse_budget(budget), workers=options["workers"], ray_address=ray_address
+        )
     else:
         if out is None:
             raise EvoirError("--out RUN_FOLDER is required (or --resume RUN_FOLDER)")
@@ -340,7 +342,7 @@ def train_cmd(
     graph, store = initial_network(str(model_path), data, seed)
     device = torch.device(resolve_device(config.device))
     deadline = Deadline(parse_budget(budget))
-    trainer = Trainer.for_run(data, store.to(device), config, device, deadline)
+    trainer = Trainer.for_run(data, store.to(device), config, config.seed, device, deadline)
     member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
     with stop_on_signals(deadline) as received:
         with steps_progress(show_best=True) as progress:

@@ -36,54 +36,27 @@ SPACES: dict[str, tuple[str, ...]] = {
 }
 
 
-class SearchConfig(BaseModel):
-    """Every option of a run. Defaults follow the report's App. D (Adam, lr 0.003, weight
-    decay 1e-6, K = 3, M = 10, 15 generations) with N_i = N_j = 5000 steps."""
-
+class _Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunOptions(_Options):
+    """What every run has: the strategy, the data, the population's size, the schedule of
+    generations, how members are selected, the seed, the device, the workers and the budget."""
 
     strategy: Strategy = "ne"
     space: Literal["era", "ir"] | None = Field(None, description="None: the strategy's default space")
     dataset: str = "synthetic"
     data_dir: str | None = None
+    val_size: int | None = None
     start: str | None = Field(None, description="None: the strategy's default start network")
     population: int = Field(10, ge=1, description="M: members after mutation")
     keep: int = Field(3, ge=1, description="K: members kept by selection")
     generations: int = Field(15, ge=0)
     initial_steps: int = Field(5000, ge=0, description="N_i")
     steps: int = Field(5000, ge=0, description="N_j: joint-training steps per generation")
-    tau: float | None = Field(None, gt=0, lt=1, description="locality bound |θ_old|/|θ_new| > τ")
     selection: Literal["topk", "coevolution"] = "topk"
     coevolution_decay: float = Field(0.0, ge=0, lt=1)
-    ops: tuple[str, ...] = PRESERVING_OPS
-    init: Literal["pair", "zero-out"] | None = Field(
-        None, description="zero blocks' init for widen/deepen/inception (None: the passes' default)"
-    )
-    scale: Literal["matched", "he"] | None = Field(
-        None, description="zero blocks' weight scale (None: the passes' default)"
-    )
-    lr_rule: bool = Field(True, description="rescale a child's lr and weight decay by |θ_parent|/|θ_child|")
-    era_max_blocks: int = Field(18, ge=1, le=18, description="cap on ERA's blocks per section")
-    era_max_filters: int = Field(64, ge=1, le=64, description="cap on ERA's initial filters")
-    merge: Literal["mean", "random"] = "mean"
-    reseed_noise: float = Field(
-        0.01, ge=0, description="σ of the re-seeding noise, relative to each tensor's RMS"
-    )
-    stack_members: bool | None = Field(
-        None,
-        description="train and evaluate members of one architecture as one batched call; None: "
-        "dense members on a GPU, never on a CPU (measured no faster there; see search/stacked.py)",
-    )
-    channels_last: bool | None = Field(
-        None,
-        description="image inputs in NHWC order; None: for networks with convolutions (bench.layout_speed)",
-    )
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
-    lr: float = Field(0.003, gt=0)
-    weight_decay: float = Field(1e-6, ge=0)
-    augment: bool = False
-    val_size: int | None = None
     seed: int = 0
     device: str = Field("auto", description="auto: CUDA where available (one GPU per worker), else the CPU")
     workers: int | None = Field(
@@ -95,6 +68,62 @@ class SearchConfig(BaseModel):
         "their deltas (workers/generation.py)",
     )
     budget_s: float | None = Field(None, gt=0)
+
+
+class RecipeOptions(_Options):
+    """How the trainer trains and evaluates (``trainer.TrainSettings``)."""
+
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    augment: bool = False
+    stack_members: bool | None = Field(
+        None,
+        description="train and evaluate members of one architecture as one batched call; None: "
+        "dense members on a GPU, never on a CPU (measured no faster there; see search/stacked.py)",
+    )
+    channels_last: bool | None = Field(
+        None,
+        description="image inputs in NHWC order; None: for networks with convolutions (bench.layout_speed)",
+    )
+
+
+class NEOptions(_Options):
+    """Painter's NE: the mutations, their zero blocks, the learning-rate rule."""
+
+    tau: float | None = Field(None, gt=0, lt=1, description="locality bound |θ_old|/|θ_new| > τ")
+    ops: tuple[str, ...] = PRESERVING_OPS
+    init: Literal["pair", "zero-out"] | None = Field(
+        None, description="zero blocks' init for widen/deepen/inception (None: the passes' default)"
+    )
+    scale: Literal["matched", "he"] | None = Field(
+        None, description="zero blocks' weight scale (None: the passes' default)"
+    )
+    lr_rule: bool = Field(True, description="rescale a child's lr and weight decay by |θ_parent|/|θ_child|")
+
+
+class EraOptions(_Options):
+    """ERA's space, capped for small machines."""
+
+    era_max_blocks: int = Field(18, ge=1, le=18, description="cap on ERA's blocks per section")
+    era_max_filters: int = Field(64, ge=1, le=64, description="cap on ERA's initial filters")
+
+
+class SpeciationOptions(_Options):
+    """Baughman & Wozniak's merges and re-seeding."""
+
+    merge: Literal["mean", "random"] = "mean"
+    reseed_noise: float = Field(
+        0.01, ge=0, description="σ of the re-seeding noise, relative to each tensor's RMS"
+    )
+
+
+class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunOptions):
+    """Every option of a run, one flat JSON object (``config.json``): each group above is the
+    typed view a part or a strategy reads (a strategy is given its own group, the trainer the
+    recipe). Defaults follow the report's App. D (Adam, lr 0.003, weight decay 1e-6, K = 3,
+    M = 10, 15 generations) with N_i = N_j = 5000 steps."""
 
     @model_validator(mode="after")
     def _check(self):

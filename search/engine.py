@@ -90,7 +90,7 @@ class Search:
         self.job = Run(folder, config.budget_s)
         self.population = Population(self.device, config.lr, config.weight_decay)
         self.trainer = Trainer.for_run(
-            data, self.population.store, config, self.device, self.job.deadline, self.job.clock
+            data, self.population.store, config, config.seed, self.device, self.job.deadline, self.job.clock
         )
         self.trainer.on_step = self.stepped
         self.local = InProcessExecutor(self.trainer)

@@ -26,6 +26,7 @@ from evoir.graph import Graph, Node
 from evoir.store import TensorStore
 from evoir.templates.era import FILTER_CHOICES, MAX_BLOCKS, EraConfig, era
 
+from .config import EraOptions
 from .engine import Search
 from .member import Member
 
@@ -154,8 +155,8 @@ class EraSpace:
     name = "era"
 
     def __init__(self, search: Search):
-        cfg = search.config
-        self.values = choices(cfg.era_max_blocks, cfg.era_max_filters)
+        options: EraOptions = search.config
+        self.values = choices(options.era_max_blocks, options.era_max_filters)
 
     def decode(self, search: Search, genome: Mapping, rng: random.Random, **fields) -> Member:
         """Adopt ``genome``'s network (weights seeded from ``rng``), untrained. A candidate is

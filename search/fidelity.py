@@ -62,7 +62,7 @@ def accuracy_by_budget(
     acc = [[math.nan] * len(models) for _ in budgets]
     runs = []
     for graph, store in models:
-        trainer = Trainer.for_run(data, store.to(device).clone(), config, device, deadline)
+        trainer = Trainer.for_run(data, store.to(device).clone(), config, config.seed, device, deadline)
         trainer.on_step = on_step
         runs.append((trainer, Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)))
     done = 0

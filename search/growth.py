@@ -57,7 +57,7 @@ class GrowthRun:
     ):
         device = torch.device(resolve_device(config.device))
         self.config = config
-        self.trainer = Trainer.for_run(data, store.to(device), config, device)
+        self.trainer = Trainer.for_run(data, store.to(device), config, config.seed, device)
         self.member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
         self.data = data
         self.probe = Split(data.train.images[:train_probe], data.train.labels[:train_probe])

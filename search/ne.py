@@ -24,6 +24,7 @@ from evoir.modelfile import save_model
 from evoir.passes.lr_rule import rescale_hyperparameters
 from evoir.passes.random_mutation import random_mutation
 
+from .config import NEOptions
 from .engine import Search
 from .member import Member
 from .run import Progress
@@ -52,13 +53,18 @@ class NESearch(Search):
         return [m.id for m in kept]
 
     # ---- Algorithm 3 ---------------------------------------------------------------------------
+    @property
+    def options(self) -> NEOptions:
+        """NE's own options (the mutations, their zero blocks, the learning-rate rule)."""
+        return self.config
+
     def mutate(self, size: int, generation: int) -> None:
         """Add children of randomly chosen members until there are ``size`` members; each
         child shares every tensor of its parent."""
         k = 0
         while len(self.members) < size:
             parent = self.rng.choice(self.members)
-            cfg = self.config
+            cfg = self.options
             block = {k: v for k, v in (("init", cfg.init), ("scale", cfg.scale)) if v is not None}
             result = random_mutation(
                 parent.graph,

@@ -23,6 +23,7 @@ import torch
 
 from evoir.errors import EvoirError
 
+from .config import SpeciationOptions
 from .engine import Search
 from .member import Member
 from .merge import merge, merge_line, perturb, perturb_line, reinit_line, reinitialize
@@ -90,25 +91,30 @@ class SpeciationSearch(_Initialisations):
             pairs.append((kept[-1], kept[0]))
         return pairs
 
+    @property
+    def options(self) -> SpeciationOptions:
+        """The merge and the re-seeding noise."""
+        return self.config
+
     def step(self, generation: int) -> list[str]:
-        cfg = self.config
+        cfg, own = self.config, self.options
         if cfg.keep < 2:
             raise EvoirError("--strategy speciation merges pairs: --keep must be at least 2")
         kept = self.select(cfg.keep)
         merged = []
         for a, b in self.pairs(kept):
-            seed = self.rng.randrange(2**63) if cfg.merge == "random" else None
+            seed = self.rng.randrange(2**63) if own.merge == "random" else None
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            graph, added = merge(a.graph, b.graph, self.store, cfg.merge, generator)
+            graph, added = merge(a.graph, b.graph, self.store, own.merge, generator)
             # Into the store for now, so that the perturbed copies get ids distinct from these;
             # ``keep_only`` below frees them, since no member refers to them.
             self.store.update(added)
-            merged.append((graph, a, b, merge_line(cfg.merge, seed)))
+            merged.append((graph, a, b, merge_line(own.merge, seed)))
         children = []
         for j in range(cfg.population):
             graph, a, b, line = merged[j % len(merged)]
             seed = self.rng.randrange(2**63)
-            child, added = perturb(graph, self.store, cfg.reseed_noise, torch.Generator().manual_seed(seed))
+            child, added = perturb(graph, self.store, own.reseed_noise, torch.Generator().manual_seed(seed))
             children.append(
                 self.adopt(
                     child,
@@ -116,7 +122,7 @@ class SpeciationSearch(_Initialisations):
                     id=f"g{generation}n{j}",
                     parent=a.id,
                     parents=[a.id, b.id],
-                    passes=[line, perturb_line(cfg.reseed_noise, seed)],
+                    passes=[line, perturb_line(own.reseed_noise, seed)],
                     born=generation,
                 )
             )

@@ -30,6 +30,7 @@ from evoir.errors import EvoirError
 from evoir.store import TensorStore
 
 from .batches import BatchStream
+from .config import RecipeOptions
 from .data import DataSet, Split
 from .evaluate import Evaluation, evaluate_population
 from .member import Member, StopRequested
@@ -51,8 +52,8 @@ class TrainSettings:
     stack_members: bool | None = None
 
     @classmethod
-    def of(cls, config) -> TrainSettings:
-        """The settings of a ``SearchConfig``."""
+    def of(cls, config: RecipeOptions) -> TrainSettings:
+        """The settings of a run's recipe."""
         return cls(
             batch_size=config.batch_size,
             eval_batch_size=config.eval_batch_size,
@@ -99,21 +100,22 @@ class Trainer:
         cls,
         data: DataSet,
         store: TensorStore,
-        config,
+        recipe: RecipeOptions,
+        seed: int,
         device: torch.device,
         deadline: Deadline | None = None,
         clock: TimeAccount | None = None,
     ) -> Trainer:
-        """The trainer of a run with ``config`` (a ``SearchConfig``): its recipe and the
-        stream and joint seeds derived from its seed, so that every command that trains
-        with one seed (``evoir search``, ``evoir train``) draws the same batches."""
+        """The trainer of a run with ``recipe`` and ``seed``, its stream and joint seeds
+        derived from it, so that every command that trains with one seed (``evoir search``,
+        ``evoir train``) draws the same batches."""
         return cls(
             data,
             store,
-            TrainSettings.of(config),
+            TrainSettings.of(recipe),
             device,
-            stream_seed=stream_seed(config.seed),
-            joint_seed=joint_seed(config.seed),
+            stream_seed=stream_seed(seed),
+            joint_seed=joint_seed(seed),
             deadline=deadline,
             clock=clock,
         )

@@ -156,3 +156,28 @@ def test_train_and_eval(evoir_cli, tmp_path, small_start):
     evaluated = evoir_cli("eval", "t.json", "--json")
     doc = json.loads(evaluated.out)
     assert doc["split"] == "test" and doc["examples"] == 600 and 0 <= doc["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "regularized", "crossover", "random", "local"])
+def test_a_budget_that_ends_before_the_first_result_is_reported(evoir_cli, tmp_path, strategy):
+    r = evoir_cli(
+        "search", "--strategy", strategy, "--dataset", "synthetic", "-M", "3", "-K", "2", "--steps", "100000",
+        "--era-max-blocks", "1", "--era-max-filters", "4", "--budget", "2s", "--out", "x",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "no member was evaluated" in r.out
+    run = tmp_path / "x"
+    assert json.loads((run / "results.json").read_text())["best"] is None
+    assert "No member was evaluated" in (run / "summary.md").read_text()
+    assert (run / "events.jsonl").exists() and not (run / "best.json").exists()
+    resumed = evoir_cli("search", "--resume", "x", "--budget", "1s")
+    assert resumed.code == 0, resumed.err
+
+
+def test_ne_stopped_in_its_initial_training_leaves_its_event_log(evoir_cli, tmp_path):
+    r = evoir_cli("search", "--dataset", "synthetic", "--initial-steps", "100000", "--budget", "2s", "--out", "x")
+    assert r.code == 0, r.err
+    run = tmp_path / "x"
+    assert (run / "events.jsonl").read_text() == ""  # no generation ended, and the log is there
+    assert json.loads((run / "results.json").read_text())["stopped"] == "budget"
+    assert (run / "best.json").exists()  # the start network, evaluated as it is
