@@ -58,7 +58,8 @@ class Search:
 
     strategy: ClassVar[str] = ""
 
-    store = _via("population", "store")
+    # The population and the trainer share one store (``replace_store``) and one deadline.
+    store = property(lambda self: self.population.store, lambda self, s: self.replace_store(s))
     members = _via("population", "members")
     pending = _via("population", "pending")
     correct = _via("population", "correct")
@@ -69,7 +70,7 @@ class Search:
     stream = _via("trainer", "stream")
     joint_rng = _via("trainer", "joint_rng")
     folder = _via("job", "folder")
-    deadline = _via("job", "deadline")
+    deadline = property(lambda self: self.job.deadline)
     progress = _via("job", "progress")
     events_written = _via("job", "events_written")
     # Methods of the parts, as the strategies and the report call them.
