@@ -44,6 +44,8 @@ def on_device(added: TensorStore, device: torch.device) -> TensorStore:
 
 
 class Pending(Protocol):
+    """A candidate proposed but not yet trained (``steady.Proposal``)."""
+
     member: Member
 
 
@@ -56,7 +58,7 @@ class Population:
         self.members: list[Member] = []
         # Candidates proposed but not yet trained (steady-state strategies): not members yet,
         # but their tensors are kept.
-        self.pending: list = []
+        self.pending: list[Pending] = []
         self.correct: dict[str, torch.Tensor] = {}  # each member's latest validation, per example
         self.validation: dict[str, Evaluation] = {}  # each member's latest, for the final report
         self.evaluated = 0  # candidates made so far (ids are numbered by it)

@@ -1,11 +1,13 @@
-"""Parallel workers for a search, on Ray (``--workers N`` locally, ``--ray-address`` on a cluster).
+"""The executor seam: what runs a search's training, in this process or on Ray workers
+(``--workers N`` locally, ``--ray-address`` on a cluster).
 
-    task.py         what travels to a worker and back, and ``run_task``, which a worker runs:
-                    it trains members with the very methods the in-process search uses
-    candidates.py   steady-state strategies: one candidate per task (``steady.py``)
-    generation.py   NE and speciation: a generation's members shared out among the workers,
-                    and the rule that merges shared tensors afterwards
-    ray_pool.py     the pool: Ray start-up, the data put into the object store once, one
+    executor.py     the protocol every executor answers, and ``InProcessExecutor``
+    task.py         ``TrainTask`` and ``TrainResult``, the typed values that travel, and
+                    ``execute``, the one function that trains a task on a ``Trainer`` (here,
+                    or on a worker through ``run_task``)
+    generation.py   how a generation is dealt out to the executor's slots, and the rule that
+                    merges what several workers did to one tensor
+    ray_pool.py     ``RayPool``: Ray start-up, the data put into the object store once, one
                     task per free worker, results as they arrive, retries on lost workers
 
 Nothing here imports Ray but ``ray_pool.py``, which only a run with workers loads.
