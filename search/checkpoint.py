@@ -137,12 +137,6 @@ class CheckpointWriter:
             self.written[g] = (first, first._version, tuple(tensors), nbytes)
 
 
-def write(folder: Path, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-    """One whole checkpoint of ``tensors``, each its own group (a fresh writer remembers
-    nothing, so it writes every tensor)."""
-    CheckpointWriter(folder).write(state, {k: {k: t} for k, t in tensors.items()})
-
-
 def _segment(folder: Path, jname: str, name: str, sha: str | None) -> dict[str, Group]:
     path = folder / Path(name).name
     if not path.exists():

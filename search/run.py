@@ -54,9 +54,7 @@ class Run:
     def set_budget(self, budget_s: float | None) -> None:
         """A new budget for this invocation, counted from now (``--resume --budget``). The
         deadline object stays the same, since trainers hold it."""
-        self.deadline.budget_s = budget_s
-        self.deadline.started = time.monotonic()
-        self.deadline.reason = None
+        self.deadline.restart(budget_s)
 
     # ---- time ----------------------------------------------------------------------------------
     def elapsed(self) -> float:

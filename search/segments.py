@@ -9,6 +9,7 @@ shape) in the file's metadata, a segment costs what its bytes cost.
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import torch
@@ -49,8 +50,6 @@ def unpack(blob: bytes) -> dict[str, dict[str, torch.Tensor]]:
     out: dict[str, dict[str, torch.Tensor]] = {}
     for g, key, dtype, offset, shape in json.loads(metadata[INDEX]):
         flat = buffers[f"pack/{dtype}"]
-        count = 1
-        for d in shape:
-            count *= d
+        count = math.prod(shape)
         out.setdefault(g, {})[key] = flat[offset : offset + count].view(shape).clone()
     return out

@@ -46,6 +46,12 @@ class Deadline:
         self.started = time.monotonic()
         self.reason: str | None = None
 
+    def restart(self, budget_s: float | None) -> None:
+        """A new budget counted from now, and no stop requested (``--resume --budget``)."""
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+        self.reason = None
+
     def request_stop(self, reason: str) -> None:
         self.reason = reason
 
