@@ -20,7 +20,7 @@ import torch
 
 from evoir.search.config import SearchConfig
 from evoir.search.data import DataSet, Split
-from evoir.search.ne import NESearch
+from evoir.search.strategies import new_search
 from evoir.templates import painter_base
 
 
@@ -39,9 +39,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     data = random_cifar_like()
-    search = NESearch(SearchConfig(population=10, keep=3, generations=0), data, None)
+    search = new_search(SearchConfig(population=10, keep=3, generations=0), data, None)
     search.start(*painter_base())
-    search.mutate(10, generation=1)
+    search.strategy.mutate(search, 10, generation=1)
     members = search.members
     search.joint_train(2 * len(members))  # warm every module once
 

@@ -28,9 +28,9 @@ from evoir.analysis import analyze
 from evoir.modelfile import atomic_write_text
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
-from evoir.search.ne import NESearch
 from evoir.search.report import finalize
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ne"
@@ -54,7 +54,7 @@ def base_protocol(config: SearchConfig, data, folder: Path, steps: int, flops_st
         update={"population": 1, "keep": 1, "generations": 0, "initial_steps": steps}
     )
     folder.mkdir()
-    base = NESearch(base_cfg, data, folder)
+    base = new_search(base_cfg, data, folder)
     base.start(*initial_network("painter-base", data, config.seed))
     tested: dict[int, float] = {}
     done = 0
@@ -126,7 +126,7 @@ def main() -> None:
     args.out.mkdir(parents=True)
 
     started = time.perf_counter()
-    search = NESearch(config, data, args.out)
+    search = new_search(config, data, args.out)
     search.start(*initial_network("painter-base", data, config.seed))
     if args.workers:
         from evoir.search.workers.ray_pool import RayPool

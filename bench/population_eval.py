@@ -22,8 +22,8 @@ from evoir.backends.torch_fx.population import lower_population
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.evaluate import evaluate, evaluate_population
-from evoir.search.ne import NESearch
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     )
     data = load_dataset("cifar10", args.data_dir, seed=args.seed)
     with tempfile.TemporaryDirectory() as folder:
-        search = NESearch(cfg, data, Path(folder))
+        search = new_search(cfg, data, Path(folder))
         search.start(*initial_network("painter-base", data, args.seed))
         search.run()
     members = search.members

@@ -24,7 +24,7 @@ from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.report import finalize
 from evoir.search.start import initial_network
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import new_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def run(strategy: str, seed: int, args, data) -> float:
         lr=args.lr,
         seed=seed,
     )
-    search = strategy_class(strategy)(config, data, out)
+    search = new_search(config, data, out)
     search.start(*initial_network("mlp", data, seed))
     search.run()
     return finalize(search)["best"]["test_acc"]

@@ -25,16 +25,15 @@ from bench.timing import interleaved
 from evoir.modelfile import atomic_write_text
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
+from evoir.search.engine import Search
 from evoir.search.merge import reinitialize
-from evoir.search.speciation import IndependentSearch
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def population(
-    data, dataset: str, start: str, members: int, stacked: bool, folder: Path
-) -> IndependentSearch:
+def population(data, dataset: str, start: str, members: int, stacked: bool, folder: Path) -> Search:
     config = SearchConfig(
         strategy="independent",
         dataset=dataset,
@@ -43,7 +42,7 @@ def population(
         keep=1,
         stack_members=stacked,
     )
-    search = IndependentSearch(config, data, folder)
+    search = new_search(config, data, folder)
     search.start(*initial_network(start, data, 0))
     base = search.members[0].graph
     fresh = []

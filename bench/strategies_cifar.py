@@ -26,7 +26,7 @@ from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.report import finalize
 from evoir.search.start import initial_network
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import new_search
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("ne", "tournament", "regularized", "crossover", "evolution", "random", "local", "bayes")
@@ -67,7 +67,7 @@ def run_one(strategy: str, args, data) -> dict:
         era_max_filters=args.era_max_filters,
         **settings(strategy, args.budget, args.candidate_steps, args.population),
     )
-    search = strategy_class(strategy)(config, data, out)
+    search = new_search(config, data, out)
     if config.start_network is not None:
         search.start(*initial_network(config.start_network, data, config.seed))
     search.progress.on_generation = lambda r: print(

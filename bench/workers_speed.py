@@ -49,7 +49,7 @@ from evoir.modelfile import atomic_write_text
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.start import initial_network
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import new_search
 from evoir.search.workers.ray_pool import RayPool
 from evoir.search.workers.task import TrainResult, TrainTask, run_task
 
@@ -104,7 +104,7 @@ class MeasuredPool(RayPool):
 
 def run(config: SearchConfig, data, workers: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        search = strategy_class(config.strategy)(config, data, Path(tmp))
+        search = new_search(config, data, Path(tmp))
         if config.start_network is not None:
             search.start(*initial_network(config.start_network, data, config.seed))
         pool = None
@@ -142,11 +142,12 @@ def run(config: SearchConfig, data, workers: int | None) -> dict:
 
 def timed_steps(search) -> dict[str, list[float]]:
     """Wall time of each call of a steady-state search's driver steps (empty for NE)."""
-    if not hasattr(search, "conclude"):
+    loop = search.loop
+    if not hasattr(loop, "conclude"):
         return {}
     times: dict[str, list[float]] = {"propose": [], "take": [], "conclude": []}
     for name, spent in times.items():
-        step = getattr(search, name)
+        step = getattr(loop, name)
 
         def wrapped(*args, _step=step, _spent=spent, **kwargs):
             start = time.perf_counter()
@@ -155,7 +156,7 @@ def timed_steps(search) -> dict[str, list[float]]:
             finally:
                 _spent.append(time.perf_counter() - start)
 
-        setattr(search, name, wrapped)
+        setattr(loop, name, wrapped)
     return times
 
 
@@ -264,7 +265,10 @@ def main() -> None:
     )
     for kind in ("model_steady", "model_ne"):
         m = table[kind]
-        print(kind, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if "speedup" not in k})
+        print(
+            kind,
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if "speedup" not in k},
+        )
         for key in ("speedup", "speedup_driver_alone"):
             if key in m:
                 speedups = ", ".join(f"{w} workers {s:.1f}x" for w, s in m[key].items())

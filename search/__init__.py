@@ -13,7 +13,8 @@ _EXPORTS = {
     "load_dataset": "data",
     "Member": "engine",
     "Search": "engine",
-    "NESearch": "ne",
+    "new_search": "strategies",
+    "resume_search": "strategies",
     "strategy_class": "strategies",
 }
 

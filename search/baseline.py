@@ -10,52 +10,50 @@ as members, so that memory stays bounded however long the search runs.
 
 from __future__ import annotations
 
+from .engine import Search
 from .era_space import EraSpace
 from .member import Member
-from .space import SpaceSearch
+from .space import SpaceStrategy
 
 
-class BaselineSearch(SpaceSearch):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+class Baseline(SpaceStrategy):
+    def __init__(self, config):
+        super().__init__(config)
         self.trials: list[dict] = []  # {"id", "genome", "val_acc"} of every candidate, in order
 
-    @property
-    def era_space(self) -> EraSpace:
+    def era_space(self, search: Search) -> EraSpace:
         """The space, which for these baselines is always ERA's (``config.SPACES``)."""
-        space = self.space
+        space = self.space(search)
         assert isinstance(space, EraSpace), space
         return space
 
-    def total_steps(self) -> int:
-        cfg = self.config
-        return (cfg.population + cfg.generations) * cfg.steps
+    def total_steps(self, config) -> int:
+        return (config.population + config.generations) * config.steps
 
-    def propose_member(self, number: int) -> tuple[Member, dict] | None:
+    def propose(self, search: Search, number: int) -> tuple[Member, dict] | None:
         if number == 0:
-            self.keep_only([])  # a --start network is no point of the space
-        if number < self.config.population:
-            return self.space.initial(self, self.rng), {}
-        return self.propose_later(number - self.config.population + 1)
+            search.keep_only([])  # a --start network is no point of the space
+        if number < search.config.population:
+            return self.space(search).initial(search, search.rng), {}
+        return self.propose_later(search, number - search.config.population + 1)
 
-    def propose_later(self, generation: int) -> tuple[Member, dict] | None:
+    def propose_later(self, search: Search, generation: int) -> tuple[Member, dict] | None:
         """The candidate after the first population (``generation`` as numbered in-process)."""
         raise NotImplementedError
 
-    def accept_member(self, member: Member, context: dict) -> list[str]:
+    def accept(self, search: Search, member: Member, notes: dict) -> list[str]:
         """Record ``member``'s trial and add it. First the worst of the other members leave
         (the newest of equally bad ones) until at most ``population`` remain: the newest
         candidate stays until the next one comes, so that the generation's events log it even
         when it is the worst."""
-        while len(self.members) > self.config.population:
-            self.remove(min(reversed(self.members), key=lambda m: m.val_acc))
-        self.members.append(member)
+        while len(search.members) > search.config.population:
+            search.remove(min(reversed(search.members), key=lambda m: m.val_acc))
+        search.members.append(member)
         self.trials.append({"id": member.id, "genome": member.genome, "val_acc": member.val_acc})
-        return context.get("parents", [])
+        return notes.get("parents", [])
 
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "trials": self.trials}
+    def state(self) -> dict:
+        return {"trials": self.trials}
 
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
+    def load_state(self, state: dict) -> None:
         self.trials = state.get("trials", [])

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 from evoir.errors import EvoirError
 
-from .baseline import BaselineSearch
+from .baseline import Baseline
+from .engine import Search
 from .era_space import CATEGORICAL, PARAMETERS
 from .seeding import numpy_seed
 
@@ -50,21 +51,21 @@ def decode(params: Mapping, values: Mapping[str, tuple]) -> dict:
     return {p: params[p] if p in CATEGORICAL else values[p][params[p]] for p in PARAMETERS}
 
 
-class BayesSearch(BaselineSearch):
-    strategy = "bayes"
+class Bayes(Baseline):
+    name = "bayes"
 
-    def study(self, generation: int):
+    def study(self, search: Search, generation: int):
         """A study holding every trial so far, in order, whose next ask is seeded by
         ``generation``. Candidates still training on parallel workers enter as running
         trials, which TPE's constant liar counts as poor, so that concurrent asks spread out
         rather than all proposing the same point (with nothing pending, the sampler is the
         plain one)."""
         optuna = _optuna()
-        values = self.era_space.values
+        values = self.era_space(search).values
         dists = distributions(values)
-        running = [p.member.genome for p in self.pending]
+        running = [p.member.genome for p in search.pending]
         sampler = optuna.samplers.TPESampler(
-            seed=numpy_seed(self.config.seed, "bayes", generation),
+            seed=numpy_seed(search.config.seed, "bayes", generation),
             n_startup_trials=STARTUP_TRIALS,
             **({"constant_liar": True} if running else {}),
         )
@@ -85,11 +86,11 @@ class BayesSearch(BaselineSearch):
         )
         return study
 
-    def propose_later(self, generation: int):
-        values = self.era_space.values
-        study = self.study(generation)
-        trial = study.ask(distributions(values))
-        member = self.era_space.decode(
-            self, decode(trial.params, values), self.rng, passes=[f"bayes{{trial={trial.number}}}"]
+    def propose_later(self, search: Search, generation: int):
+        space = self.era_space(search)
+        study = self.study(search, generation)
+        trial = study.ask(distributions(space.values))
+        member = space.decode(
+            search, decode(trial.params, space.values), search.rng, passes=[f"bayes{{trial={trial.number}}}"]
         )
         return member, {}

@@ -7,26 +7,22 @@ A ``Search`` composes four parts and a strategy:
     Executor     who runs the training: this process or Ray workers        (workers/)
     Run          folder, events, checkpoint, budget and signals, progress, time (run.py)
 
-A strategy subclasses ``Search`` and implements two steps (steady-state strategies implement
-``propose_member``/``accept_member`` instead, ``steady.py``):
-
-    initialize()   build the initial members, train and evaluate them   (generation 0)
-    step(g)        one generation: choose, mutate or merge, train, evaluate
-
-``run`` calls them, logs every generation and checkpoints after it, so every strategy gets
-the same run folder, resume after a kill, progress reporting and plots. Strategy state that
-is not members, tensors or RNGs goes through ``extra_state``/``load_extra_state``.
+and runs the strategy it is given (``strategy.py``: generational ones in ``generations.py``,
+steady-state ones in ``steady.py``). The strategy's loop logs every generation and checkpoints
+after it, so every strategy gets the same run folder, resume after a kill, progress and plots.
+``strategies.new_search``/``resume_search`` build the search of a ``--strategy`` or a folder.
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, Protocol
 
 import torch
 
 from evoir.analysis import analyze
+from evoir.errors import EvoirError
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
@@ -38,11 +34,37 @@ from .member import Member, StopRequested
 from .population import Population
 from .records import generation_record, member_event
 from .run import Progress, Run
-from .seeding import generation_seed
 from .trainer import Trainer
 from .workers.executor import Executor, InProcessExecutor
 
 __all__ = ["Member", "Progress", "Search", "StopRequested"]
+
+
+class Loop(Protocol):
+    """How a kind of strategy runs: its loop and the loop's own checkpointed state."""
+
+    def run(self) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+class Runnable(Protocol):
+    """A strategy as the engine sees it (``strategy.Strategy``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def loop(self, search: Search) -> Loop: ...
+
+    def total_steps(self, config: SearchConfig) -> int: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
 
 
 def _via(part: str, name: str) -> property:
@@ -54,9 +76,7 @@ def _via(part: str, name: str) -> property:
 
 
 class Search:
-    """The shared machinery; see the module docstring. Subclasses set ``strategy``."""
-
-    strategy: ClassVar[str] = ""
+    """The parts and a strategy; see the module docstring."""
 
     # The population and the trainer share one store (``replace_store``) and one deadline.
     store = property(lambda self: self.population.store, lambda self, s: self.replace_store(s))
@@ -83,7 +103,7 @@ class Search:
     should_stop = _via("job", "should_stop")
     total_elapsed = _via("job", "elapsed")
 
-    def __init__(self, config: SearchConfig, data: DataSet, folder: Path | None):
+    def __init__(self, config: SearchConfig, data: DataSet, folder: Path | None, strategy: Runnable):
         self.config = config
         self.data = data
         self.device = torch.device(resolve_device(config.device))
@@ -105,30 +125,29 @@ class Search:
         self.stopped: str | None = None  # why the last run() stopped early ("budget", "SIGINT"), if it did
         self.stopped_after_s = 0.0  # the run's time when it stopped, before the report's work
         self.dropped: list[dict] = []  # members dropped during the generation, for its events
-        self.loaded_tensors: dict[str, torch.Tensor] = {}  # ``extra_tensors`` read on resume
+        self.strategy = strategy
+        self.loop = strategy.loop(self)
 
-    # ---- what a strategy provides -----------------------------------------------------------
-    def initialize(self) -> None:
-        raise NotImplementedError
-
-    def step(self, generation: int) -> list[str]:
-        """Run one generation; return the ids of the members chosen as parents."""
-        raise NotImplementedError
+    @property
+    def name(self) -> str:
+        """The strategy's name (``--strategy``)."""
+        return self.strategy.name
 
     def total_steps(self) -> int:
         """Training steps of the whole run (for progress bars)."""
-        return self.config.initial_steps + self.config.generations * self.config.steps
+        return self.strategy.total_steps(self.config)
 
-    def extra_state(self) -> dict:
-        return {}
+    def strategy_state(self) -> dict[str, Any]:
+        """The loop's and the strategy's state, one JSON object in the checkpoint."""
+        return {**self.loop.state(), **self.strategy.state()}
 
-    def load_extra_state(self, state: dict) -> None:
-        pass
+    def loop_tensors(self) -> dict[str, torch.Tensor]:
+        """The loop's state that is tensors (a pending candidate's batch stream and RNG)."""
+        return self.loop.tensors()
 
-    def extra_tensors(self) -> dict[str, torch.Tensor]:
-        """Strategy state that is tensors (checkpointed beside the store); read back into
-        ``self.loaded_tensors`` before ``load_extra_state`` runs."""
-        return {}
+    def load_strategy_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.loop.load_state(state, tensors)
+        self.strategy.load_state(state)
 
     # ---- the parts ---------------------------------------------------------------------------
     @property
@@ -223,6 +242,8 @@ class Search:
         self.keep_only([m for m in self.members if m is not member])
 
     def best(self) -> Member:
+        if not self.members:
+            raise EvoirError(f"{self.name}: every candidate so far failed to train")
         return self.population.best()
 
     # ---- stopping ----------------------------------------------------------------------------
@@ -233,30 +254,15 @@ class Search:
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        """Run (or continue) until all generations are done or the run is asked to stop.
+        """Run (or continue) the strategy until it is done or the run is asked to stop.
 
         A stop (budget or signal) takes effect before the next training step: the members
         are evaluated as they are, for the report, and ``stopped`` says why. ``resume`` re-runs
         the interrupted generation from the last checkpoint (one is written before the initial
         training too) and, on the CPU, ends exactly as an uninterrupted run would."""
-        cfg = self.config
         self.stopped = None
         try:
-            if self.generation < 0:
-                if self.events_written == 0 and not self.job.has_checkpoint():
-                    self.save_checkpoint()  # the start, so that a stop during N_i can resume
-                torch.manual_seed(generation_seed(cfg.seed, 0))
-                self.initialize()
-                self.generation = 0
-                self.finish_generation(selected=[])
-            while self.generation < cfg.generations:
-                if self.should_stop():
-                    raise StopRequested(self.job.deadline.reason)
-                g = self.generation + 1
-                torch.manual_seed(generation_seed(cfg.seed, g))  # any op using it replays on resume
-                selected = self.step(g)
-                self.generation = g
-                self.finish_generation(selected)
+            self.loop.run()
         except StopRequested:
             self.note_stop()
 
@@ -288,10 +294,6 @@ class Search:
     def save_checkpoint(self) -> None:
         self.job.save(*persist.state_of(self), self.trainer.touched)
         self.trainer.touched = set()
-
-    @classmethod
-    def resume(cls, folder: Path, data: DataSet) -> Search:
-        return persist.resume(cls, folder, data)
 
     def final_selection(self) -> list[Member]:
         return self.select(self.config.keep)

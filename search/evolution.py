@@ -17,77 +17,88 @@ mutations) is the search space's business (``space.py``).
 
 from __future__ import annotations
 
+from .engine import Search
 from .member import Member
-from .space import SpaceSearch
+from .space import SpaceStrategy
 
 
-class EvolutionSearch(SpaceSearch):
-    strategy = "evolution"
+class Evolution(SpaceStrategy):
+    name = "evolution"
     drawn = 2
     remove_oldest = False
     uses_crossover = False
 
-    def total_steps(self) -> int:
-        cfg = self.config
-        first = cfg.initial_steps if cfg.search_space == "ir" else cfg.steps
-        return cfg.population * first + cfg.generations * cfg.steps
+    def __init__(self, config):
+        super().__init__(config)
+        self.start_ids: list[str] = []  # the --start network's member: no point of the space
 
-    def propose_member(self, number: int) -> tuple[Member, dict]:
-        population = self.config.population
+    def total_steps(self, config) -> int:
+        first = config.initial_steps if config.search_space == "ir" else config.steps
+        return config.population * first + config.generations * config.steps
+
+    def propose(self, search: Search, number: int) -> tuple[Member, dict]:
+        population = search.config.population
+        space = self.space(search)  # built while --start is still the only member
         if number < population:
-            space = self.space  # built while --start is still the only member
             if number == 0:
-                self.start_members = list(self.members)
-            member = space.initial(self, self.rng)
-            if number == population - 1:  # the --start network's own weights are no member
-                self.keep_only([m for m in self.members if m not in self.start_members])
+                self.start_ids = [m.id for m in search.members]
+            member = space.initial(search, search.rng)
+            if number == population - 1:
+                search.keep_only([m for m in search.members if m.id not in self.start_ids])
             return member, {}
-        drawn = self.rng.sample(self.members, min(self.drawn, len(self.members)))
+        drawn = search.rng.sample(search.members, min(self.drawn, len(search.members)))
         ranked = sorted(drawn, key=lambda m: -(m.val_acc or 0))  # stable: ties keep draw order
         if self.uses_crossover and len(ranked) >= 2:
-            crossed = self.space.crossover(self, ranked[0], ranked[1], self.rng)
-            child = self.space.mutate(self, crossed, self.rng)
+            crossed = space.crossover(search, ranked[0], ranked[1], search.rng)
+            child = space.mutate(search, crossed, search.rng)
             child.parents = [ranked[0].id, ranked[1].id]
             child.parent = ranked[0].id
-            self.remove(crossed)  # the unmutated crossover was never trained
+            search.remove(crossed)  # the unmutated crossover was never trained
             parents = [ranked[0].id, ranked[1].id]
         else:
-            child = self.space.mutate(self, ranked[0], self.rng)
+            child = space.mutate(search, ranked[0], search.rng)
             parents = [ranked[0].id]
         child.born = number - population + 1
         return child, {"parents": parents, "loser": ranked[-1].id}
 
-    def accept_member(self, member: Member, context: dict) -> list[str]:
+    def state(self) -> dict:
+        return {"start_ids": self.start_ids}
+
+    def load_state(self, state: dict) -> None:
+        self.start_ids = state.get("start_ids", [])
+
+    def accept(self, search: Search, member: Member, notes: dict) -> list[str]:
         """Add ``member``; past ``population`` members, one leaves: the oldest (regularized,
         crossover) or the tournament's loser. With parallel workers the loser may have left
         already, in another tournament, and a first-population member may arrive after
         children; then the worst member leaves."""
-        self.members.append(member)
-        if len(self.members) <= self.config.population:
-            return context.get("parents", [])
+        members = search.members
+        members.append(member)
+        if len(members) <= search.config.population:
+            return notes.get("parents", [])
         if self.remove_oldest:
-            leaving = self.members[0]
+            leaving = members[0]
         else:
-            alive = {m.id: m for m in self.members}
-            leaving = alive.get(context.get("loser")) or min(self.members, key=lambda m: m.val_acc or 0)
+            alive = {m.id: m for m in members}
+            leaving = alive.get(notes.get("loser")) or min(members, key=lambda m: m.val_acc or 0)
         if leaving is not member:
-            self.remove(leaving)
-        return context.get("parents", [])
+            search.remove(leaving)
+        return notes.get("parents", [])
 
 
-class TournamentSearch(EvolutionSearch):
+class Tournament(Evolution):
     """Real et al. 2017: the pairwise tournament over the IR (``--space ir`` by default)."""
 
-    strategy = "tournament"
+    name = "tournament"
 
 
-class RegularizedSearch(EvolutionSearch):
-    strategy = "regularized"
+class Regularized(Evolution):
+    name = "regularized"
     remove_oldest = True
 
 
-class CrossoverSearch(EvolutionSearch):
-    strategy = "crossover"
+class Crossover(Evolution):
+    name = "crossover"
     drawn = 3
     remove_oldest = True
     uses_crossover = True

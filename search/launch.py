@@ -22,7 +22,7 @@ from .data import DataSet, load_dataset
 from .engine import Search
 from .lock import RunLock, refuse_if_written
 from .start import initial_network
-from .strategies import strategy_class
+from .strategies import new_search, resume_search
 
 
 def _one_line(err: Exception) -> str:
@@ -52,7 +52,7 @@ def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) 
     lock = RunLock(out)
     lock.acquire()
     atomic_write_text(out / "config.json", config.model_dump_json(indent=1) + "\n")
-    search = strategy_class(config.strategy)(config, data, out)
+    search = new_search(config, data, out)
     if initial is not None:
         search.start(*initial)
     return search, lock
@@ -68,7 +68,7 @@ def _resumed(folder: Path, budget_s: float | None, workers: int | None) -> tuple
             config = SearchConfig.model_validate(json.loads((folder / "config.json").read_text()))
         except ValueError as err:  # malformed JSON, or not a search's configuration
             raise EvoirError(f"{folder / 'config.json'}: malformed ({_one_line(err)})") from None
-        search = strategy_class(config.strategy).resume(folder, load_data(config))
+        search = resume_search(folder, load_data(config))
         search.set_budget(budget_s)  # the new --budget, counted from now, or none
         if workers is not None:
             search.config = search.config.model_copy(update={"workers": workers})

@@ -14,15 +14,16 @@ so a resumed run continues exactly where the killed one stopped.
 
 from __future__ import annotations
 
-from .baseline import BaselineSearch
+from .baseline import Baseline
+from .engine import Search
 from .era_space import PARAMETERS, format_genome, genome_of, neighbours
 
 
-class LocalSearch(BaselineSearch):
-    strategy = "local"
+class Local(Baseline):
+    name = "local"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config):
+        super().__init__(config)
         self.to_sample = 0  # random points left in the current sampling phase
         self.batch: list[str] = []  # keys of the points that phase sampled so far
         self.starts: list[dict] = []  # start points not yet climbed from
@@ -30,9 +31,9 @@ class LocalSearch(BaselineSearch):
         self.moves: list[list[str]] = []  # [from, to] keys of every improving move
         self.finished: list[str] = []  # keys of the local optima the starts ended on
 
-    def propose_member(self, number: int):
-        made = super().propose_member(number)
-        if made is not None and number < self.config.population:  # the first sampling phase
+    def propose(self, search: Search, number: int):
+        made = super().propose(search, number)
+        if made is not None and number < search.config.population:  # the first sampling phase
             self.batch.append(format_genome(genome_of(made[0])))
         return made
 
@@ -43,46 +44,47 @@ class LocalSearch(BaselineSearch):
             seen.setdefault(format_genome(t["genome"]), t)
         return seen
 
-    def best_of(self, keys: list[str]) -> list[dict]:
+    def best_of(self, keys: list[str], keep: int) -> list[dict]:
         """The genomes of the best ``keep`` distinct keys (earlier first among equals)."""
         seen = self.seen()
         trained = [k for k in dict.fromkeys(keys) if k in seen]  # a failed candidate left no trial
         ranked = sorted(trained, key=lambda k: -seen[k]["val_acc"])
-        return [seen[k]["genome"] for k in ranked[: self.config.keep]]
+        return [seen[k]["genome"] for k in ranked[:keep]]
 
-    def propose_later(self, generation: int):
+    def propose_later(self, search: Search, generation: int):
         """The next point of the queue, or None while the next decision needs a pending
         result (a sampling phase's ranking, or a move that waits on a neighbour still
         training on another worker)."""
         # Each pass of the loop either proposes one candidate (and returns), waits, or
         # advances the queue; it ends because a restart always samples.
-        pending = {format_genome(genome_of(p.member)) for p in self.pending}
+        space = self.era_space(search)
+        pending = {format_genome(genome_of(p.member)) for p in search.pending}
         while True:
             if self.to_sample:
-                member = self.space.initial(self, self.rng)
+                member = space.initial(search, search.rng)
                 self.batch.append(format_genome(genome_of(member)))
                 self.to_sample -= 1
                 return member, {}
             if self.batch:  # a sampling phase ended: start from its best points
                 if pending & set(self.batch):
                     return None
-                self.starts, self.batch = self.best_of(self.batch), []
+                self.starts, self.batch = self.best_of(self.batch, search.config.keep), []
             if self.current is None:
                 if self.starts:
                     self.current = self.starts.pop(0)
                 else:
-                    self.to_sample = self.config.population
+                    self.to_sample = search.config.population
                 continue
             seen = self.seen()
             here = seen[format_genome(self.current)]
-            around = neighbours(self.current, self.era_space.values)
+            around = neighbours(self.current, space.values)
             todo = [n for n in around if format_genome(n) not in seen and format_genome(n) not in pending]
             if todo:
                 changed = next(p for p in PARAMETERS if todo[0][p] != self.current[p])
-                member = self.era_space.decode(
-                    self,
+                member = space.decode(
+                    search,
                     todo[0],
-                    self.rng,
+                    search.rng,
                     parent=here["id"],
                     passes=[f"local-step{{{changed}={todo[0][changed]}}}"],
                 )
@@ -99,10 +101,10 @@ class LocalSearch(BaselineSearch):
 
     _STATE = ("to_sample", "batch", "starts", "current", "moves", "finished")
 
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), **{k: getattr(self, k) for k in self._STATE}}
+    def state(self) -> dict:
+        return {**super().state(), **{k: getattr(self, k) for k in self._STATE}}
 
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
         for k in self._STATE:
             setattr(self, k, state[k])

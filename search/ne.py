@@ -24,52 +24,48 @@ from evoir.modelfile import save_model
 from evoir.passes.lr_rule import rescale_hyperparameters
 from evoir.passes.random_mutation import random_mutation
 
-from .config import NEOptions
+from .config import NEOptions, SearchConfig
 from .engine import Search
-from .member import Member
-from .run import Progress
-
-__all__ = ["Member", "NESearch", "Progress"]
+from .generations import GenerationalStrategy
 
 
-class NESearch(Search):
-    strategy = "ne"
+class NE(GenerationalStrategy):
+    name = "ne"
 
-    def initialize(self) -> None:
-        self.evaluated = len(self.members)
-        self.train_members(self.config.initial_steps)
-        self.evaluate_members()
+    def __init__(self, config: SearchConfig):
+        super().__init__(config)
+        self.options: NEOptions = config  # the mutations, their zero blocks, the learning-rate rule
+
+    def initialize(self, search: Search) -> None:
+        search.evaluated = len(search.members)
+        search.train_members(search.config.initial_steps)
+        search.evaluate_members()
         # The base network h_i as trained for N_i steps, before its tensors are shared
         # with (and trained further through) its descendants.
-        if self.folder is not None:
-            save_model(self.folder / "base.json", self.members[0].graph, self.store)
+        if search.folder is not None:
+            save_model(search.folder / "base.json", search.members[0].graph, search.store)
 
-    def step(self, generation: int) -> list[str]:
-        kept = self.select(self.config.keep)
-        self.keep_only(kept)
-        self.mutate(self.config.population, generation)
-        self.train_members(self.config.steps)
-        self.evaluate_members()
+    def step(self, search: Search, generation: int) -> list[str]:
+        kept = search.select(search.config.keep)
+        search.keep_only(kept)
+        self.mutate(search, search.config.population, generation)
+        search.train_members(search.config.steps)
+        search.evaluate_members()
         return [m.id for m in kept]
 
     # ---- Algorithm 3 ---------------------------------------------------------------------------
-    @property
-    def options(self) -> NEOptions:
-        """NE's own options (the mutations, their zero blocks, the learning-rate rule)."""
-        return self.config
-
-    def mutate(self, size: int, generation: int) -> None:
+    def mutate(self, search: Search, size: int, generation: int) -> None:
         """Add children of randomly chosen members until there are ``size`` members; each
         child shares every tensor of its parent."""
+        cfg = self.options
+        block = {k: v for k, v in (("init", cfg.init), ("scale", cfg.scale)) if v is not None}
         k = 0
-        while len(self.members) < size:
-            parent = self.rng.choice(self.members)
-            cfg = self.options
-            block = {k: v for k, v in (("init", cfg.init), ("scale", cfg.scale)) if v is not None}
+        while len(search.members) < size:
+            parent = search.rng.choice(search.members)
             result = random_mutation(
                 parent.graph,
-                self.host_store(),
-                self.rng,
+                search.host_store(),
+                search.rng,
                 tau=cfg.tau,
                 ops=cfg.ops,
                 block_options=block,
@@ -79,8 +75,8 @@ class NESearch(Search):
                 before, after = analyze(parent.graph).params, analyze(result.graph).params
                 lr, wd = rescale_hyperparameters(lr, wd, before, after)
             k += 1
-            self.evaluated += 1
-            self.adopt(
+            search.evaluated += 1
+            search.adopt(
                 result.graph,
                 result.added,
                 id=f"g{generation}m{k}",

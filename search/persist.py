@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -15,7 +16,6 @@ from evoir.store import TensorStore
 from . import checkpoint
 from .checkpoint import RunState, RunTensors
 from .config import SearchConfig
-from .data import DataSet
 from .member import Member
 from .population import Population
 from .run import Run, python_rng_json, python_rng_state
@@ -36,19 +36,16 @@ class Search(Protocol):
     flops_train: int
     flops_eval: int
     steps_trained: int
-    loaded_tensors: dict[str, torch.Tensor]
-
-    def __init__(self, config: SearchConfig, data: DataSet, folder: Path | None) -> None: ...
 
     def total_elapsed(self) -> float: ...
 
     def replace_store(self, store: TensorStore) -> None: ...
 
-    def extra_state(self) -> dict[str, Any]: ...
+    def strategy_state(self) -> dict[str, Any]: ...
 
-    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+    def load_strategy_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None: ...
 
-    def extra_tensors(self) -> dict[str, torch.Tensor]: ...
+    def loop_tensors(self) -> dict[str, torch.Tensor]: ...
 
 
 S = TypeVar("S", bound=Search)
@@ -71,7 +68,7 @@ def state_of(search: Search) -> tuple[RunState, RunTensors, dict[str, str]]:
         events_written=search.job.events_written,
         evaluated=population.evaluated,
         steps_trained=search.steps_trained,
-        strategy_state=search.extra_state(),
+        strategy_state=search.strategy_state(),
     )
     tensors = RunTensors(
         store=dict(store.items()),
@@ -79,18 +76,18 @@ def state_of(search: Search) -> tuple[RunState, RunTensors, dict[str, str]]:
         correct=dict(population.correct),
         joint_rng=trainer.joint_rng.get_state(),
         stream=trainer.stream.state_dict(),
-        extra=search.extra_tensors(),
+        extra=search.loop_tensors(),
     )
     members = "[" + ", ".join(m.to_json_text() for m in population.members) + "]"
     return state, tensors, {"members": members}
 
 
-def resume(cls: type[S], folder: Path, data: DataSet) -> S:
-    """The search whose checkpoint is in ``folder``, as it was when it was written; the
-    events a killed invocation wrote after it are dropped."""
+def resume(folder: Path, new: Callable[[SearchConfig], S]) -> S:
+    """The search whose checkpoint is in ``folder`` (made by ``new`` from the run's config),
+    as it was when it was written; the events a killed invocation wrote after it are dropped."""
     raw, flat = checkpoint.read(folder)
     state, tensors = RunState.model_validate(raw), RunTensors.of(flat)
-    search = cls(SearchConfig.model_validate(state.config), data, folder)
+    search = new(SearchConfig.model_validate(state.config))
     search.job.restore(state)
     device = search.device
     buffers = set(state.buffers)
@@ -113,8 +110,7 @@ def resume(cls: type[S], folder: Path, data: DataSet) -> S:
     search.flops_eval = state.flops_eval
     population.evaluated = state.evaluated
     search.steps_trained = state.steps_trained
-    search.loaded_tensors = tensors.extra
-    search.load_extra_state(state.strategy_state)
+    search.load_strategy_state(state.strategy_state, tensors.extra)
     kept = search.job.truncate_logs()
     search.history = state.history + kept  # older runs kept their history in the JSON
     return search

@@ -6,11 +6,12 @@ Generation 0 draws ``population`` points and each later generation one more; the
 
 from __future__ import annotations
 
-from .baseline import BaselineSearch
+from .baseline import Baseline
+from .engine import Search
 
 
-class RandomSearch(BaselineSearch):
-    strategy = "random"
+class Random(Baseline):
+    name = "random"
 
-    def propose_later(self, generation: int):
-        return self.space.initial(self, self.rng), {}
+    def propose_later(self, search: Search, generation: int):
+        return self.space(search).initial(search, search.rng), {}

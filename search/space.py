@@ -22,7 +22,7 @@ from evoir.errors import EvoirError
 
 from .engine import Search
 from .member import Member
-from .steady import SteadyStateSearch
+from .steady import SteadyStrategy
 
 
 class Space(Protocol):
@@ -50,17 +50,16 @@ def make_space(search: Search) -> Space:
     raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era or ir)")
 
 
-class SpaceSearch(SteadyStateSearch):
+class SpaceStrategy(SteadyStrategy):
     """A strategy that draws its candidates from ``--space`` (built on first use, once the
     ``--start`` network, if any, is a member)."""
 
     _space: Space | None = None
 
-    @property
-    def space(self) -> Space:
+    def space(self, search: Search) -> Space:
         if self._space is None:
-            self._space = make_space(self)
+            self._space = make_space(search)
         return self._space
 
-    def train_steps(self, member: Member) -> int:
-        return self.space.train_steps(self, member)
+    def train_steps(self, search: Search, member: Member) -> int:
+        return self.space(search).train_steps(search, member)

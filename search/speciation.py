@@ -23,48 +23,48 @@ import torch
 
 from evoir.errors import EvoirError
 
-from .config import SpeciationOptions
+from .config import SearchConfig, SpeciationOptions
 from .engine import Search
+from .generations import GenerationalStrategy
 from .member import Member
 from .merge import merge, merge_line, perturb, perturb_line, reinit_line, reinitialize
 from .seeding import derived_seed
 
 
-class _Initialisations(Search):
+class _Initialisations(GenerationalStrategy):
     """What both workflows share: N initialisations of one architecture, trained alone."""
 
-    def total_steps(self) -> int:
-        cfg = self.config
-        return cfg.population * (cfg.initial_steps + cfg.generations * cfg.steps)
+    def total_steps(self, config: SearchConfig) -> int:
+        return config.population * (config.initial_steps + config.generations * config.steps)
 
-    def initialize(self) -> None:
-        if not self.members:
-            raise EvoirError(f"--strategy {self.strategy} starts from a network: give --start")
-        base = self.members[0].graph
+    def initialize(self, search: Search) -> None:
+        if not search.members:
+            raise EvoirError(f"--strategy {self.name} starts from a network: give --start")
+        base = search.members[0].graph
         fresh = []
-        for i in range(self.config.population):
-            seed = derived_seed(self.config.seed, i)
-            graph, added = reinitialize(base, self.store, torch.Generator().manual_seed(seed))
-            fresh.append(self.adopt(graph, added, id=f"g0n{i}", passes=[reinit_line(seed)], born=0))
-        self.evaluated += len(fresh)
-        self.keep_only(fresh)  # the --start network's own weights are not a member
-        self.train_members(self.config.initial_steps, each=True)
-        self.evaluate_members()
+        for i in range(search.config.population):
+            seed = derived_seed(search.config.seed, i)
+            graph, added = reinitialize(base, search.store, torch.Generator().manual_seed(seed))
+            fresh.append(search.adopt(graph, added, id=f"g0n{i}", passes=[reinit_line(seed)], born=0))
+        search.evaluated += len(fresh)
+        search.keep_only(fresh)  # the --start network's own weights are not a member
+        search.train_members(search.config.initial_steps, each=True)
+        search.evaluate_members()
 
 
-class IndependentSearch(_Initialisations):
+class Independent(_Initialisations):
     """The control workflow: N initialisations trained independently, no merging. The best
     of them (the engine's final top-K) is what retraining from scratch N times would find."""
 
-    strategy = "independent"
+    name = "independent"
 
-    def step(self, generation: int) -> list[str]:
-        self.train_members(self.config.steps, each=True)
-        self.evaluate_members()
+    def step(self, search: Search, generation: int) -> list[str]:
+        search.train_members(search.config.steps, each=True)
+        search.evaluate_members()
         return []
 
 
-class SpeciationSearch(_Initialisations):
+class Speciation(_Initialisations):
     """The test workflow: select, merge pairs, re-seed with noise, train (module docstring).
 
     Pairs: the K survivors, ranked by validation accuracy, are merged in disjoint rank-adjacent
@@ -83,7 +83,11 @@ class SpeciationSearch(_Initialisations):
     does.
     """
 
-    strategy = "speciation"
+    name = "speciation"
+
+    def __init__(self, config: SearchConfig):
+        super().__init__(config)
+        self.options: SpeciationOptions = config  # the merge and the re-seeding noise
 
     def pairs(self, kept: list[Member]) -> list[tuple[Member, Member]]:
         pairs = [(kept[i], kept[i + 1]) for i in range(0, len(kept) - 1, 2)]
@@ -91,32 +95,27 @@ class SpeciationSearch(_Initialisations):
             pairs.append((kept[-1], kept[0]))
         return pairs
 
-    @property
-    def options(self) -> SpeciationOptions:
-        """The merge and the re-seeding noise."""
-        return self.config
-
-    def step(self, generation: int) -> list[str]:
-        cfg, own = self.config, self.options
+    def step(self, search: Search, generation: int) -> list[str]:
+        cfg, own, store = search.config, self.options, search.store
         if cfg.keep < 2:
             raise EvoirError("--strategy speciation merges pairs: --keep must be at least 2")
-        kept = self.select(cfg.keep)
+        kept = search.select(cfg.keep)
         merged = []
         for a, b in self.pairs(kept):
-            seed = self.rng.randrange(2**63) if own.merge == "random" else None
+            seed = search.rng.randrange(2**63) if own.merge == "random" else None
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            graph, added = merge(a.graph, b.graph, self.store, own.merge, generator)
+            graph, added = merge(a.graph, b.graph, store, own.merge, generator)
             # Into the store for now, so that the perturbed copies get ids distinct from these;
             # ``keep_only`` below frees them, since no member refers to them.
-            self.store.update(added)
+            store.update(added)
             merged.append((graph, a, b, merge_line(own.merge, seed)))
         children = []
         for j in range(cfg.population):
             graph, a, b, line = merged[j % len(merged)]
-            seed = self.rng.randrange(2**63)
-            child, added = perturb(graph, self.store, own.reseed_noise, torch.Generator().manual_seed(seed))
+            seed = search.rng.randrange(2**63)
+            child, added = perturb(graph, store, own.reseed_noise, torch.Generator().manual_seed(seed))
             children.append(
-                self.adopt(
+                search.adopt(
                     child,
                     added,
                     id=f"g{generation}n{j}",
@@ -126,8 +125,8 @@ class SpeciationSearch(_Initialisations):
                     born=generation,
                 )
             )
-        self.evaluated += len(children)
-        self.keep_only(children)
-        self.train_members(cfg.steps, each=True)
-        self.evaluate_members()
+        search.evaluated += len(children)
+        search.keep_only(children)
+        search.train_members(cfg.steps, each=True)
+        search.evaluate_members()
         return [m.id for m in kept]

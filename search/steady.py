@@ -1,12 +1,12 @@
 """Steady-state strategies: every candidate trains on its own, in this process or on parallel
 workers, as Real et al. (2017) ran their tournament on 250 asynchronous workers.
 
-A steady-state strategy (tournament, evolution, regularized, crossover, random, local, bayes)
-provides two steps:
+A steady-state strategy (tournament, evolution, regularized, crossover, random, local, bayes;
+``strategy.SteadyStrategy``) provides two steps:
 
-    propose_member(n)     the n-th candidate (n < P: the first population), adopted, untrained
-    accept_member(m, c)   once it is trained and evaluated: add it, remove another, and name
-                          its parents (c is what propose_member noted, e.g. who was drawn)
+    propose(search, n)        the n-th candidate (n < P: the first population), adopted, untrained
+    accept(search, m, notes)  once it is trained and evaluated: add it, remove another, and name
+                              its parents (notes are what propose noted, e.g. who was drawn)
 
 Between the two a candidate is *pending* (``Proposal``): it trains ``steps`` steps, starting at
 the point of the run's batch stream and the torch RNG state recorded when it was proposed (the
@@ -34,16 +34,21 @@ process and one per worker with Ray.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from evoir.errors import EvoirError
 
+from .config import SearchConfig
 from .dispatch import apply
-from .engine import Search
 from .member import Member, StopRequested
 from .seeding import generation_seed
+from .strategy import Strategy
 from .workers.task import TrainResult, TrainTask, make_task
+
+if TYPE_CHECKING:
+    from .engine import Search
 
 
 @dataclass
@@ -64,51 +69,56 @@ class Proposal:
         }
 
 
-class SteadyStateSearch(Search):
-    """The propose/accept loop of the module docstring; subclasses implement the two steps
-    and ``train_steps``."""
+class SteadyStrategy(Strategy):
+    """A strategy whose candidates train on their own (``strategy.py``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.proposed = 0  # candidates proposed so far (numbers 0 … proposed − 1)
-        self.accepted = 0  # results accepted so far
-
-    # ---- what a strategy provides -----------------------------------------------------------
-    def propose_member(self, number: int) -> tuple[Member, dict] | None:
-        """The ``number``-th candidate and notes for ``accept_member``; None when the
-        strategy needs a pending result first (never while nothing is pending)."""
+    def propose(self, search: Search, number: int) -> tuple[Member, dict] | None:
+        """The ``number``-th candidate (below ``population``: the first population) and notes
+        for ``accept``; None when the strategy needs a pending result first (never while
+        nothing is pending)."""
         raise NotImplementedError
 
-    def accept_member(self, member: Member, context: dict) -> list[str]:
+    def accept(self, search: Search, member: Member, notes: dict) -> list[str]:
         """Add the trained ``member`` to the population; return its parents' ids."""
         raise NotImplementedError
 
-    def train_steps(self, member: Member) -> int:
+    def train_steps(self, search: Search, member: Member) -> int:
         """How many steps a candidate trains."""
         raise NotImplementedError
 
-    def total_candidates(self) -> int:
-        return self.config.population + self.config.generations
+    def total_candidates(self, config: SearchConfig) -> int:
+        return config.population + config.generations
 
-    # ---- the loop ------------------------------------------------------------------------------
+    def loop(self, search: Search) -> SteadyLoop:
+        return SteadyLoop(search, self)
+
+
+class SteadyLoop:
+    """The propose/accept loop of the module docstring, for ``search`` and its steady-state
+    strategy; its state (what was proposed, accepted and is pending) is checkpointed with the
+    strategy's."""
+
+    def __init__(self, search: Search, strategy: SteadyStrategy):
+        self.search = search
+        self.strategy = strategy
+        self.proposed = 0  # candidates proposed so far (numbers 0 … proposed − 1)
+        self.accepted = 0  # results accepted so far
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
     def run(self) -> None:
         """Run until P + G results are accepted or the run is asked to stop (then the members
         are evaluated as they are, for the report; the pending candidates stay in the last
         checkpoint)."""
-        self.stopped = None
-        try:
-            if self.generation < 0 and self.events_written == 0 and self.proposed == 0:
-                self.save_checkpoint()  # the start, so that a stop in generation 0 can resume
-            self.run_candidates(self.total_candidates())
-        except StopRequested:
-            self.note_stop()
+        search = self.search
+        if search.generation < 0 and search.events_written == 0 and self.proposed == 0:
+            search.save_checkpoint()  # the start, so that a stop in generation 0 can resume
+        self.run_candidates(self.strategy.total_candidates(search.config))
 
-    def initialize(self) -> None:
-        """Generation 0: the first ``population`` results."""
-        self.run_candidates(self.config.population)
-
-    def step(self, generation: int) -> list[str]:
-        """One generation: one more result."""
+    def step(self) -> list[str]:
+        """One more result (a generation, past the first population); its parents."""
         return self.run_candidates(self.accepted + 1)
 
     def run_candidates(self, until: int) -> list[str]:
@@ -116,23 +126,24 @@ class SteadyStateSearch(Search):
         the population as it is then, and accept results in the order they arrive (in this
         process: propose, train, accept, one at a time) until ``until`` results are accepted;
         returns the parents of the last."""
-        executor = self.executor
-        running = {executor.submit(self.task(p)): p for p in self.pending}  # resumed ones first
+        search = self.search
+        executor = search.executor
+        running = {executor.submit(self.task(p)): p for p in search.pending}  # resumed ones first
         parents: list[str] = []
         try:
             while self.accepted < until:
                 while len(running) < executor.slots and self.proposed < until:
-                    if self.should_stop():
-                        raise StopRequested(self.job.deadline.reason)
+                    if search.should_stop():
+                        raise StopRequested(search.deadline.reason)
                     proposal = self.propose()
                     if proposal is None:
                         break
                     running[executor.submit(self.task(proposal))] = proposal
                 if not running:
-                    raise EvoirError(f"{self.strategy}: no candidate to propose and none pending")
-                arrived = executor.next_result(self.should_stop)
+                    raise EvoirError(f"{self.name}: no candidate to propose and none pending")
+                arrived = executor.next_result(search.should_stop)
                 if arrived is None:
-                    raise StopRequested(self.job.deadline.reason)
+                    raise StopRequested(search.deadline.reason)
                 key, result = arrived
                 proposal = running.pop(key)
                 self.take(proposal, result)
@@ -143,95 +154,94 @@ class SteadyStateSearch(Search):
 
     def task(self, proposal: Proposal) -> TrainTask:
         """Train ``proposal``'s candidate from its recorded stream and RNG state, and evaluate it."""
+        trainer = self.search.trainer
         return make_task(
             [proposal.member],
             proposal.steps,
-            self.trainer.settings,
+            trainer.settings,
             evaluate=True,
             stream=proposal.stream,
-            joint_rng=self.joint_rng.get_state(),
+            joint_rng=trainer.joint_rng.get_state(),
             rng=proposal.rng,
         )
 
     def take(self, proposal: Proposal, result: TrainResult) -> None:
         """A candidate's steps and evaluation (its tensors are in the store already)."""
         member = proposal.member
-        apply(self, [member], result)
+        apply(self.search, [member], result)
         if member.dropped is None:
-            self.record_evaluation(member, result.evaluations[member.id])
+            self.search.record_evaluation(member, result.evaluations[member.id])
 
     def propose(self) -> Proposal | None:
-        """Make the next candidate pending (``propose_member``). The global torch RNG is seeded
-        as the generational loop seeds it: once before the first population, and before each
-        later candidate by the generation it would be in-process."""
-        n, population = self.proposed, self.config.population
+        """Make the next candidate pending (the strategy's ``propose``). The global torch RNG is
+        seeded as the generational loop seeds it: once before the first population, and before
+        each later candidate by the generation it would be in-process."""
+        search = self.search
+        n, population = self.proposed, search.config.population
         if n == 0 or n >= population:
-            torch.manual_seed(generation_seed(self.config.seed, max(0, n - population + 1)))
-        made = self.propose_member(n)
+            torch.manual_seed(generation_seed(search.config.seed, max(0, n - population + 1)))
+        made = self.strategy.propose(search, n)
         if made is None:
             return None
-        member, context = made
-        if member in self.members:
-            self.members.remove(member)
-        steps = self.train_steps(member)
-        proposal = Proposal(n, member, steps, self.stream.state_dict(), torch.get_rng_state(), context)
-        self.stream.skip(steps)
-        self.pending.append(proposal)
+        member, notes = made
+        if member in search.members:
+            search.members.remove(member)
+        steps = self.strategy.train_steps(search, member)
+        stream = search.trainer.stream
+        proposal = Proposal(n, member, steps, stream.state_dict(), torch.get_rng_state(), notes)
+        stream.skip(steps)
+        search.pending.append(proposal)
         self.proposed += 1
         return proposal
 
     def conclude(self, proposal: Proposal) -> list[str]:
         """Accept a trained candidate (or note its failure) and end a generation when one ends."""
-        member = proposal.member
+        search, member = self.search, proposal.member
         # Still pending while the strategy accepts it, so that removals keep its tensors.
-        parents = self.accept_member(member, proposal.context) if member.dropped is None else []
-        self.pending.remove(proposal)
+        parents = self.strategy.accept(search, member, proposal.context) if member.dropped is None else []
+        search.pending.remove(proposal)
         self.accepted += 1
-        population = self.config.population
+        population = search.config.population
         if self.accepted >= population:
-            self.generation = self.accepted - population
-            self.finish_generation(parents)
+            search.generation = self.accepted - population
+            search.finish_generation(parents)
         return parents
 
-    def best(self) -> Member:
-        if not self.members:
-            raise EvoirError(f"{self.strategy}: every candidate so far failed to train")
-        return super().best()
-
     # ---- checkpoints ---------------------------------------------------------------------------
-    def extra_state(self) -> dict:
+    def state(self) -> dict:
         return {
             "proposed": self.proposed,
             "accepted": self.accepted,
-            "pending": [p.to_json() for p in self.pending],
+            "pending": [p.to_json() for p in self.search.pending],
         }
 
-    def extra_tensors(self) -> dict[str, torch.Tensor]:
+    def tensors(self) -> dict[str, torch.Tensor]:
         out = {}
-        for p in self.pending:
+        for p in self.search.pending:
             out[f"pending/{p.number}/rng"] = p.rng
             for key, value in p.stream.items():
                 out[f"pending/{p.number}/stream/{key}"] = value
         return out
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.proposed = state.get("proposed", 0)
         self.accepted = state.get("accepted", 0)
-        self.pending = []
+        pending = []
         for d in state.get("pending", []):
             prefix = f"pending/{d['number']}/"
             stream = {
                 k.removeprefix(prefix + "stream/"): v
-                for k, v in self.loaded_tensors.items()
+                for k, v in tensors.items()
                 if k.startswith(prefix + "stream/")
             }
-            self.pending.append(
+            pending.append(
                 Proposal(
                     d["number"],
                     Member.from_json(d["member"]),
                     d["steps"],
                     stream,
-                    self.loaded_tensors[prefix + "rng"],
+                    tensors[prefix + "rng"],
                     d["context"],
                 )
             )
+        self.search.pending = pending

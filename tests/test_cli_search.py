@@ -175,7 +175,9 @@ def test_a_budget_that_ends_before_the_first_result_is_reported(evoir_cli, tmp_p
 
 
 def test_ne_stopped_in_its_initial_training_leaves_its_event_log(evoir_cli, tmp_path):
-    r = evoir_cli("search", "--dataset", "synthetic", "--initial-steps", "100000", "--budget", "2s", "--out", "x")
+    r = evoir_cli(
+        "search", "--dataset", "synthetic", "--initial-steps", "100000", "--budget", "2s", "--out", "x"
+    )
     assert r.code == 0, r.err
     run = tmp_path / "x"
     assert (run / "events.jsonl").read_text() == ""  # no generation ended, and the log is there

@@ -13,7 +13,7 @@ import torch
 from evoir.backends.torch_fx import lower
 from evoir.errors import EvoirError
 from evoir.modelfile import save_model
-from evoir.search.bayes import BayesSearch, decode, distributions
+from evoir.search.bayes import decode, distributions
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.era_space import (
@@ -27,9 +27,9 @@ from evoir.search.era_space import (
     parse_genome,
     sample,
 )
+from evoir.search.evaluate import Evaluation
 from evoir.search.fidelity import accuracy_by_budget, spearman_matrix
-from evoir.search.local_search import LocalSearch
-from evoir.search.random_search import RandomSearch
+from evoir.search.strategies import new_search, resume_search
 from evoir.templates.era import EraConfig, era
 
 from .conftest import assert_user_error
@@ -170,8 +170,8 @@ def test_specs_round_trip_and_refuse_nonsense():
 
 
 def test_the_space_adopts_untrained_candidates_into_a_search(data, tmp_path):
-    search = RandomSearch(tiny("random"), data, tmp_path)
-    space, rng = search.space, random.Random(0)
+    search = new_search(tiny("random"), data, tmp_path)
+    space, rng = search.strategy.space(search), random.Random(0)
     a, b = space.initial(search, rng), space.initial(search, rng)
     assert (a.id, a.born, a.steps, a.val_acc) == ("c1", 0, 0, None)
     assert not set(a.graph.tensor_ids()) & set(b.graph.tensor_ids())  # nothing shared
@@ -191,60 +191,77 @@ def events_of(folder) -> list[dict]:
 
 
 def test_random_search_evaluates_one_candidate_per_generation_and_keeps_the_best(data, tmp_path):
-    search = RandomSearch(tiny("random", generations=3), data, tmp_path)
+    search = new_search(tiny("random", generations=3), data, tmp_path)
     search.run()
-    assert len(search.trials) == search.evaluated == 3 + 3
-    assert {e["id"] for e in events_of(tmp_path)} == {t["id"] for t in search.trials}  # even the worst
+    trials = search.strategy.trials
+    assert len(trials) == search.evaluated == 3 + 3
+    assert {e["id"] for e in events_of(tmp_path)} == {t["id"] for t in trials}  # even the worst
     newest, older = search.members[-1], search.members[:-1]
-    assert newest.id == search.trials[-1]["id"] and len(older) == 3
-    ranked = sorted(search.trials[:-1], key=lambda t: -t["val_acc"])
+    assert newest.id == trials[-1]["id"] and len(older) == 3
+    ranked = sorted(trials[:-1], key=lambda t: -t["val_acc"])
     assert sorted(m.val_acc for m in older) == sorted(t["val_acc"] for t in ranked[:3])
     assert all(m.genome is not None and m.steps == 2 for m in search.members)
 
 
-class ScoredLocalSearch(LocalSearch):
-    """Local search on a known landscape (no training): checks the algorithm, not the nets."""
+def landscape(genome) -> float:
+    """A known accuracy for every point of the space (no training): checks the algorithm."""
+    g = genome
+    score = (
+        (g["block"] == "bottleneck") * 0.3
+        + g["n1"] * 0.2
+        - abs(g["filters"] - 2) * 0.1
+        + g["filter_update"] * 0.05
+        - abs(g["group_size"] - 4) * 0.01
+    )
+    return 1 / (1 + math.exp(-score))
 
-    def evaluate_members(self, members=None):
-        for m in members:
-            g = m.genome
-            m.val_acc = (
-                (g["block"] == "bottleneck") * 0.3
-                + g["n1"] * 0.2
-                - abs(g["filters"] - 2) * 0.1
-                + g["filter_update"] * 0.05
-                - abs(g["group_size"] - 4) * 0.01
+
+def score_by_landscape(search) -> None:
+    """Evaluations that read ``landscape`` (to a thousandth) instead of running the network."""
+    n, classes = 1000, search.data.classes
+
+    def evaluations_on(members, split):
+        return [
+            Evaluation(
+                torch.arange(n) < round(n * landscape(m.genome)), torch.full((n, classes), 1 / classes)
             )
-            self.correct[m.id] = torch.zeros(len(self.data.val), dtype=torch.bool)
+            for m in members
+        ]
+
+    search.trainer.evaluations_on = evaluations_on
 
 
 def test_local_search_moves_only_to_improving_neighbours(data, tmp_path):
-    search = ScoredLocalSearch(tiny("local", population=4, generations=40, steps=0), data, tmp_path)
+    search = new_search(tiny("local", population=4, generations=40, steps=0), data, tmp_path)
+    score_by_landscape(search)
     search.run()
-    assert len(search.trials) == 4 + 40
-    first = search.seen()
-    assert search.moves and search.finished
-    for start, end in search.moves:
+    local = search.strategy
+    assert len(local.trials) == 4 + 40
+    assert all(t["val_acc"] == round(1000 * landscape(t["genome"])) / 1000 for t in local.trials)
+    first = local.seen()
+    assert local.moves and local.finished
+    for start, end in local.moves:
         assert first[end]["val_acc"] > first[start]["val_acc"]
-    for key in search.finished:  # a start ends on a local optimum, every neighbour evaluated
-        around = neighbours(first[key]["genome"], search.space.values)
+    for key in local.finished:  # a start ends on a local optimum, every neighbour evaluated
+        around = neighbours(first[key]["genome"], local.space(search).values)
         assert all(first[format_genome(n)]["val_acc"] <= first[key]["val_acc"] for n in around)
     stepped = [
         e["id"] for e in events_of(tmp_path) if e["passes"] and e["passes"][0].startswith("local-step")
     ]
-    keys = [format_genome(t["genome"]) for t in search.trials if t["id"] in set(stepped)]
+    keys = [format_genome(t["genome"]) for t in local.trials if t["id"] in set(stepped)]
     assert keys and len(keys) == len(set(keys))  # no neighbour trained twice
 
 
 def test_bayes_adds_every_trial_in_order_and_asks_reproducibly(data, tmp_path):
-    search = BayesSearch(tiny("bayes", generations=2), data, tmp_path)
+    search = new_search(tiny("bayes", generations=2), data, tmp_path)
     search.run()
-    values = search.space.values
-    assert len(search.trials) == 3 + 2
-    study = search.study(9)
-    assert [t.value for t in study.trials] == [t["val_acc"] for t in search.trials]
-    assert [decode(t.params, values) for t in study.trials] == [t["genome"] for t in search.trials]
-    asks = [search.study(9).ask(distributions(values)).params for _ in range(2)]
+    bayes = search.strategy
+    values = bayes.space(search).values
+    assert len(bayes.trials) == 3 + 2
+    study = bayes.study(search, 9)
+    assert [t.value for t in study.trials] == [t["val_acc"] for t in bayes.trials]
+    assert [decode(t.params, values) for t in study.trials] == [t["genome"] for t in bayes.trials]
+    asks = [bayes.study(search, 9).ask(distributions(values)).params for _ in range(2)]
     assert asks[0] == asks[1]
     passes = [e["passes"] for e in events_of(tmp_path) if e["born"] > 0 and e["generation"] == e["born"]]
     assert passes == [["bayes{trial=3}"], ["bayes{trial=4}"]]
@@ -254,15 +271,15 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("cls", [RandomSearch, LocalSearch, BayesSearch])
-def test_resume_gives_the_uninterrupted_run(cls, data, tmp_path):
-    config = tiny(cls.strategy, generations=4)
+@pytest.mark.parametrize("strategy", ["random", "local", "bayes"])
+def test_resume_gives_the_uninterrupted_run(strategy, data, tmp_path):
+    config = tiny(strategy, generations=4)
     (tmp_path / "full").mkdir()
-    full = cls(config, data, tmp_path / "full")
+    full = new_search(config, data, tmp_path / "full")
     full.run()
 
     (tmp_path / "killed").mkdir()
-    killed = cls(config, data, tmp_path / "killed")
+    killed = new_search(config, data, tmp_path / "killed")
 
     def kill(record):
         if record["generation"] == 2:  # after its checkpoint
@@ -271,7 +288,7 @@ def test_resume_gives_the_uninterrupted_run(cls, data, tmp_path):
     killed.progress.on_generation = kill
     with pytest.raises(Killed):
         killed.run()
-    resumed = cls.resume(tmp_path / "killed", data)
+    resumed = resume_search(tmp_path / "killed", data)
     assert resumed.generation == 2
     resumed.run()
 
@@ -279,7 +296,7 @@ def test_resume_gives_the_uninterrupted_run(cls, data, tmp_path):
         return [(m.id, m.genome, m.val_acc, m.steps) for m in s.members]
 
     assert summary(resumed) == summary(full)
-    assert resumed.extra_state() == full.extra_state()
+    assert resumed.strategy_state() == full.strategy_state()
     assert (tmp_path / "killed" / "events.jsonl").read_text() == (
         tmp_path / "full" / "events.jsonl"
     ).read_text()

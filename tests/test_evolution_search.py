@@ -8,7 +8,7 @@ import torch
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.start import initial_network
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import new_search
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def make(strategy, data, folder, **opts):
     config = SearchConfig(
         strategy=strategy, population=4, keep=2, initial_steps=4, steps=4, generations=0, **opts
     )
-    search = strategy_class(strategy)(config, data, folder)
+    search = new_search(config, data, folder)
     if config.start_network is not None:
         search.start(*initial_network(config.start_network, data, config.seed))
     search.run()
@@ -37,7 +37,7 @@ def test_tournament_child_inherits_private_copies(data, tmp_path):
         snapshot = {
             t: search.store[t].detach().clone() for m in before.values() for t in m.graph.tensor_ids()
         }
-        parents = search.step(g)
+        parents = search.loop.step()
         child = search.members[-1]
         assert child.parent == parents[0] and child.born == g
         parent = before[parents[0]]
@@ -60,13 +60,13 @@ def test_evolution_removes_the_loser_and_regularized_the_oldest(data, tmp_path):
     reg = make("regularized", data, tmp_path / "r", **era)
     for g in range(1, 5):
         members = {m.id: m for m in evo.members}
-        parents = evo.step(g)
+        parents = evo.loop.step()
         gone = set(members) - {m.id for m in evo.members}
         assert len(gone) <= 1 and parents[0] in {m.id for m in evo.members}
         if gone:  # the loser of the pair: never better than the winner
             assert members[gone.pop()].val_acc <= members[parents[0]].val_acc
         oldest = reg.members[0].id
-        reg.step(g)
+        reg.loop.step()
         assert oldest not in {m.id for m in reg.members}
         assert reg.members[-1].born == g and len(reg.members) == 4
 
@@ -75,7 +75,7 @@ def test_crossover_child_takes_each_parameter_from_a_parent_then_one_mutation(da
     search = make("crossover", data, tmp_path / "c", era_max_blocks=2, era_max_filters=8)
     for g in range(1, 4):
         by_id = {m.id: m for m in search.members}
-        a, b = search.step(g)
+        a, b = search.loop.step()
         child = next(m for m in search.members if m.born == g)
         assert child.parents == [a, b]
         foreign = [k for k, v in child.genome.items() if v not in (by_id[a].genome[k], by_id[b].genome[k])]

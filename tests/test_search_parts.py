@@ -13,10 +13,11 @@ import torch
 from evoir import EvoirError, analyze
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset, synthetic
+from evoir.search.engine import Search
 from evoir.search.ensemble import average, hierarchical, train_head
-from evoir.search.ne import NESearch
 from evoir.search.optim import SharedAdam
 from evoir.search.selection import coverage, select
+from evoir.search.strategies import new_search
 from evoir.templates import painter_base
 
 
@@ -69,12 +70,12 @@ def test_optimiser_state_is_per_tensor_and_shared_by_members():
     assert set(opt.state) == {"own"}
 
 
-def small_search(**overrides) -> NESearch:
+def small_search(**overrides) -> Search:
     data = load_dataset("synthetic")
     cfg = SearchConfig(
         **{"initial_steps": 4, "steps": 3, "population": 4, "keep": 2, "generations": 1, **overrides}
     )
-    search = NESearch(cfg, data, None)
+    search = new_search(cfg, data, None)
     search.start(*painter_base(input_shape=data.input_shape, width=8))
     return search
 
@@ -83,7 +84,7 @@ def test_children_share_parent_tensors_and_rescale_lr():
     search = small_search()
     search.joint_train(2)
     parent = search.members[0]
-    search.mutate(4, generation=1)
+    search.strategy.mutate(search, 4, generation=1)
     assert len(search.members) == 4
     for child in search.members[1:]:
         ancestor = next(m for m in search.members if m.id == child.parent)
@@ -102,7 +103,7 @@ def test_children_share_parent_tensors_and_rescale_lr():
 
 def test_dead_tensors_are_freed_after_selection():
     search = small_search()
-    search.mutate(4, generation=1)
+    search.strategy.mutate(search, 4, generation=1)
     search.joint_train(6)
     search.evaluate_members()
     kept = search.select(1)

@@ -22,10 +22,10 @@ from evoir.passes.widen import Widen
 from evoir.search import checkpoint
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
-from evoir.search.engine import StopRequested
+from evoir.search.engine import Search, StopRequested
 from evoir.search.lock import LOCK_NAME, RunLock, holder
-from evoir.search.ne import NESearch
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search, resume_search
 from evoir.templates import painter_base
 
 from .conftest import assert_user_error
@@ -39,12 +39,12 @@ def data():
     return load_dataset("synthetic", None, seed=0)
 
 
-def _search(folder: Path, data, **overrides) -> NESearch:
+def _search(folder: Path, data, **overrides) -> Search:
     cfg = SearchConfig(
         dataset="synthetic", population=3, keep=2, generations=2, initial_steps=12, steps=10, **overrides
     )
     folder.mkdir(parents=True, exist_ok=True)
-    search = NESearch(cfg, data, folder)
+    search = new_search(cfg, data, folder)
     search.start(*initial_network("painter-base", data, 0))
     return search
 
@@ -88,7 +88,7 @@ def test_a_run_stopped_mid_generation_resumes_to_the_uninterrupted_result(tmp_pa
     cut.progress.on_step = stop_in_generation_2
     cut.run()
     assert cut.stopped == "test" and cut.generation == 1
-    resumed = NESearch.resume(tmp_path / "cut", data)
+    resumed = resume_search(tmp_path / "cut", data)
     assert resumed.generation == 1  # the generation boundary before the stop
     resumed.run()
     assert _events(tmp_path / "cut") == _events(tmp_path / "whole")
@@ -216,7 +216,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(
 
 def test_a_member_whose_loss_is_not_finite_is_dropped_and_the_search_goes_on(tmp_path, data):
     search = _search(tmp_path / "run", data)
-    search.initialize()
+    search.strategy.initialize(search)
     search.generation = 0
     search.finish_generation([])
     parent = search.members[0]

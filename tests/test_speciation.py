@@ -13,8 +13,8 @@ from evoir.builder import GraphBuilder
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.merge import SpeciesError, merge, perturb, reinitialize, same_architecture
-from evoir.search.speciation import IndependentSearch, SpeciationSearch
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search, resume_search
 from evoir.templates.mlp import mlp
 
 
@@ -151,9 +151,9 @@ def _config(strategy: str, **kw) -> SearchConfig:
     return SearchConfig(strategy=strategy, **{**base, **kw})
 
 
-def _run(cls, data, folder, **kw):
+def _run(strategy, data, folder, **kw):
     folder.mkdir()
-    search = cls(_config(cls.strategy, **kw), data, folder)
+    search = new_search(_config(strategy, **kw), data, folder)
     search.start(*initial_network("mlp", data, 0))
     search.run()
     return search
@@ -164,7 +164,7 @@ def _events(folder):
 
 
 def test_speciation_merges_kept_pairs_and_reseeds_the_population(data, tmp_path):
-    search = _run(SpeciationSearch, data, tmp_path / "s", keep=3)
+    search = _run("speciation", data, tmp_path / "s", keep=3)
     events = _events(tmp_path / "s")
     for g in (1, 2):
         kept = search.history[g]["parents_selected"]
@@ -183,7 +183,7 @@ def test_speciation_merges_kept_pairs_and_reseeds_the_population(data, tmp_path)
 
 
 def test_independent_members_never_share_tensors(data, tmp_path):
-    search = _run(IndependentSearch, data, tmp_path / "i")
+    search = _run("independent", data, tmp_path / "i")
     ids = [set(m.graph.tensor_ids()) for m in search.members]
     assert len(ids) == 4 and sum(map(len, ids)) == len(set().union(*ids)) == len(search.store)
     storages = [search.store[t].untyped_storage().data_ptr() for t in search.store]
@@ -193,8 +193,8 @@ def test_independent_members_never_share_tensors(data, tmp_path):
 
 
 def test_both_workflows_start_alike_and_train_equally_long(data, tmp_path):
-    spec = _run(SpeciationSearch, data, tmp_path / "s", merge="random")
-    ind = _run(IndependentSearch, data, tmp_path / "i")
+    spec = _run("speciation", data, tmp_path / "s", merge="random")
+    ind = _run("independent", data, tmp_path / "i")
     assert spec.total_steps() == ind.total_steps() == 4 * (5 + 2 * 5)
     assert spec.steps_trained == ind.steps_trained == spec.total_steps()
     first = [[(e["id"], e["val_acc"]) for e in _events(tmp_path / f) if e["generation"] == 0] for f in "si"]
@@ -202,7 +202,7 @@ def test_both_workflows_start_alike_and_train_equally_long(data, tmp_path):
 
 
 def test_start_is_required(data, tmp_path):
-    search = SpeciationSearch(_config("speciation"), data, tmp_path)
+    search = new_search(_config("speciation"), data, tmp_path)
     with pytest.raises(EvoirError, match="give --start"):
         search.run()
 
@@ -211,14 +211,14 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("cls", [SpeciationSearch, IndependentSearch])
-def test_resume_after_a_kill_equals_an_uninterrupted_run(cls, data, tmp_path):
-    kw = {"merge": "random", "generations": 3, "keep": 3} if cls is SpeciationSearch else {}
-    whole = _run(cls, data, tmp_path / "whole", **kw)
+@pytest.mark.parametrize("strategy", ["speciation", "independent"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(strategy, data, tmp_path):
+    kw = {"merge": "random", "generations": 3, "keep": 3} if strategy == "speciation" else {}
+    whole = _run(strategy, data, tmp_path / "whole", **kw)
 
     folder = tmp_path / "killed"
     folder.mkdir()
-    search = cls(_config(cls.strategy, **kw), data, folder)
+    search = new_search(_config(strategy, **kw), data, folder)
     search.start(*initial_network("mlp", data, 0))
     train_each = search.trainer.train_each
 
@@ -231,7 +231,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(cls, data, tmp_path):
     search.trainer.train_each = dies_in_generation_two
     with pytest.raises(Killed):
         search.run()
-    resumed = cls.resume(folder, data)
+    resumed = resume_search(folder, data)
     assert resumed.generation == 1
     resumed.run()
 

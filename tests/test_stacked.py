@@ -14,9 +14,9 @@ from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.merge import reinitialize
 from evoir.search.optim import SharedAdam
-from evoir.search.speciation import IndependentSearch
 from evoir.search.stacked import StackedTrainer, stack_groups, stacks
 from evoir.search.start import initial_network
+from evoir.search.strategies import new_search
 from evoir.templates import painter_base
 from evoir.templates.mlp import mlp
 
@@ -103,7 +103,7 @@ def _independent(data, tmp_path, name, start="painter-base", **kw):
     )
     folder = tmp_path / name
     folder.mkdir()
-    search = IndependentSearch(config, data, folder)
+    search = new_search(config, data, folder)
     graph, store = initial_network(start, data, 0)
     search.start(graph, store)
     return search

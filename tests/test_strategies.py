@@ -11,7 +11,7 @@ import pytest
 from evoir.search.config import STRATEGIES, SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.start import initial_network
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import new_search, resume_search
 
 from .conftest import assert_user_error
 
@@ -81,7 +81,7 @@ def _config(strategy: str, generations: int) -> SearchConfig:
 def _fresh(strategy: str, folder: Path, generations: int, data):
     folder.mkdir()
     config = _config(strategy, generations)
-    search = strategy_class(strategy)(config, data, folder)
+    search = new_search(config, data, folder)
     if config.start_network is not None:
         search.start(*initial_network(config.start_network, data, config.seed))
     return search
@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, strategy)
     cut.progress.on_step = on_step
     with pytest.raises(Killed):
         cut.run()
-    resumed = strategy_class(strategy).resume(tmp_path / "cut", data)
+    resumed = resume_search(tmp_path / "cut", data)
     assert resumed.generation == 1
     resumed.run()
 

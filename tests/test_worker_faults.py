@@ -49,7 +49,7 @@ def test_a_lost_node_s_candidate_is_retried_elsewhere(tmp_path, cluster):
     search.run()
     assert removed, "no moment with a candidate running on the worker node"
     cfg = search.config
-    assert search.generation == cfg.generations and search.accepted == cfg.population + cfg.generations
+    assert search.generation == cfg.generations and search.loop.accepted == cfg.population + cfg.generations
     log = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     retried = [e for e in log if e["id"] == removed[0]]
     assert retried and all(e["retries"] for e in retried)

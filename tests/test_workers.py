@@ -19,7 +19,7 @@ from evoir.errors import EvoirError
 from evoir.search.batches import BatchStream
 from evoir.search.config import STRATEGIES
 from evoir.search.data import load_dataset
-from evoir.search.strategies import strategy_class
+from evoir.search.strategies import resume_search
 from evoir.search.workers.generation import merge_results, shares, step_split
 from evoir.search.workers.ray_pool import RayPool, require_ray
 from evoir.search.workers.task import TrainResult
@@ -103,9 +103,9 @@ def test_two_workers_run_every_strategy_to_the_end(tmp_path, data, runtime, stra
     if strategy in STEADY:
         cfg = search.config
         # P + G candidates in all, each trained once, on some worker; none left pending.
-        assert search.accepted == search.proposed == cfg.population + cfg.generations
+        assert search.loop.accepted == search.loop.proposed == cfg.population + cfg.generations
         assert not search.pending
-        assert all(m.steps == search.train_steps(m) or m.parent for m in search.members)
+        assert all(m.steps == search.strategy.train_steps(search, m) or m.parent for m in search.members)
     else:
         steps = {m.id: m.steps for m in search.members}
         assert all(s > 0 for s in steps.values())
@@ -141,7 +141,7 @@ def test_killed_driver_resumes_with_workers(tmp_path, data, runtime):
     cut.progress.on_generation = kill
     with pytest.raises(Killed):
         cut.run()
-    resumed = pooled(strategy_class("regularized").resume(tmp_path / "cut", data), data, 1)
+    resumed = pooled(resume_search(tmp_path / "cut", data), data, 1)
     assert resumed.generation == 1
     resumed.run()
     assert outcome(tmp_path / "cut") == outcome(tmp_path / "full")
@@ -154,10 +154,10 @@ def test_killed_driver_resumes_with_workers(tmp_path, data, runtime):
     state = json.loads((tmp_path / "two" / "checkpoint.json").read_text())["strategy_state"]
     assert len(state["pending"]) == 1
     waiting = state["pending"][0]["member"]["id"]
-    resumed = pooled(strategy_class("regularized").resume(tmp_path / "two", data), data, 2)
+    resumed = pooled(resume_search(tmp_path / "two", data), data, 2)
     assert [p.member.id for p in resumed.pending] == [waiting]
     resumed.run()
-    assert resumed.generation == 3 and resumed.accepted == resumed.config.population + 3
+    assert resumed.generation == 3 and resumed.loop.accepted == resumed.config.population + 3
     assert waiting in {e["id"] for e in events(tmp_path / "two")}
 
 
