@@ -27,7 +27,11 @@ model for larger clusters built from what this run measures.
    with B = 1.25 GB/s (10 Gb/s between machines), t_here and t_c a task's time in the
    replay (in-process and on a worker), T_here the in-process run's time per generation.
    W workers overlap the candidates, but the driver handles results one at a time; NE
-   cannot use more workers than members. ``--models-only`` recomputes the models from the
+   cannot use more workers than members. On this machine the driver and both workers share
+   two cores, so the model is also given as a cluster would run it ("cluster"): the driver's
+   own steps timed where nothing competes with them (t_d alone), and a worker's time per
+   candidate as t_here times what a worker adds over this process at equal threads (the
+   tasks replayed here once more at a worker's thread count). ``--models-only`` recomputes the models from the
    saved JSON.
 
 The JSON goes to bench/results/cpu/workers_speed.json.
@@ -172,11 +176,23 @@ def replay(pool: MeasuredPool, data) -> dict:
     started = time.perf_counter()
     results = pool.replay(tasks)
     there = time.perf_counter() - started
+    # Once more in this process at a worker's thread count: a worker's time per task against
+    # this, at equal threads, is what running on a worker adds (unpacking, copying back).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // pool.slots))
+    try:
+        started = time.perf_counter()
+        for task in tasks:
+            run_task(task, data, "cpu")
+        equal = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
     return {
         "tasks": len(tasks),
         "in_process_s": round(here, 2),
         "workers_s": round(there, 2),
         "worker_seconds_mean": sum(r.seconds for r in results) / len(results),
+        "in_process_worker_threads_s": round(equal, 2),
         "speedup": round(here / there, 3),
     }
 
@@ -206,6 +222,17 @@ def steady_model(there: dict, results: int, workers: int, here: dict | None = No
             w: t_here / max((t_c + b / BANDWIDTH) / w, t_alone) for w in (workers, 8, 64, 256)
         }
         out["driver_bound_from_alone"] = (t_c + b / BANDWIDTH) / t_alone
+        if "in_process_worker_threads_s" in replayed:
+            # On a cluster a worker has cores of its own: its time per candidate is this
+            # process's (t_here) times what a worker adds at equal threads, measured here
+            # without the driver and the other worker on the same two cores.
+            overhead = t_c / (replayed["in_process_worker_threads_s"] / replayed["tasks"])
+            t_cluster = t_here * max(1.0, overhead)
+            out["worker_overhead"] = overhead
+            out["t_c_cluster"] = t_cluster
+            out["speedup_cluster"] = {
+                w: t_here / max((t_cluster + b / BANDWIDTH) / w, t_alone) for w in (workers, 8, 64, 256)
+            }
     return out
 
 
@@ -269,7 +296,7 @@ def main() -> None:
             kind,
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if "speedup" not in k},
         )
-        for key in ("speedup", "speedup_driver_alone"):
+        for key in ("speedup", "speedup_driver_alone", "speedup_cluster"):
             if key in m:
                 speedups = ", ".join(f"{w} workers {s:.1f}x" for w, s in m[key].items())
                 print(f"   expected {key.replace('_', ' ')}: {speedups}")
