@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .errors import GraphError
+from .frozen import freeze
 from .graph import Graph, Node
 from .names import fresh_name
 from .ops import get_op
@@ -42,10 +43,23 @@ def make_node(
         id=node_id,
         op=op,
         inputs=tuple(n.id for n in inputs),
-        attrs=parsed.model_dump(mode="json"),
+        attrs=_attrs_json(parsed),
         params=params or {},
         type=out_type,
     )
+
+
+_JSON: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _attrs_json(parsed: Any) -> dict[str, Any]:
+    """``parsed`` as the JSON a node stores, encoded once per (cached, immutable) attributes."""
+    hit = _JSON.get(id(parsed))
+    if hit is None or hit[0] is not parsed:
+        if len(_JSON) > 8192:
+            _JSON.clear()
+        hit = _JSON[id(parsed)] = (parsed, parsed.model_dump(mode="json"))
+    return hit[1]
 
 
 class NodeFactory:
@@ -55,8 +69,11 @@ class NodeFactory:
     default for each op, drawn from a seeded generator so that a template is reproducible.
     """
 
-    def __init__(self, store: TensorStore, seed: int = 0, taken: set[str] | None = None):
+    def __init__(
+        self, store: TensorStore, seed: int = 0, taken: set[str] | None = None, weights: bool = True
+    ):
         self.store = store
+        self.weights = weights  # False: nodes name their tensors but none is made
         self.generator = torch.Generator().manual_seed(seed)
         self.taken: set[str] = set(taken or ())
 
@@ -79,15 +96,20 @@ class NodeFactory:
         in_types = [n.type for n in inputs]
         param_roles = spec.param_shapes(parsed, in_types)
         buffer_roles = spec.buffer_shapes(parsed, in_types)
-        values = spec.init(parsed, in_types, self.generator) if (param_roles or buffer_roles) else {}
-        values.update(tensors or {})
+        self.taken.add(node_id)
+        if not (param_roles or buffer_roles):
+            return bare
         params: dict[str, str] = {}
+        if not self.weights:  # the architecture alone: the ids a store would hold
+            params = {role: f"{node_id}.{role}" for role in [*param_roles, *buffer_roles]}
+            return bare.model_copy(update={"params": freeze(params)})
+        values = spec.init(parsed, in_types, self.generator)
+        values.update(tensors or {})
         for role in [*param_roles, *buffer_roles]:
             tid = self.store.fresh_id(f"{node_id}.{role}")
             self.store.add(tid, values[role], buffer=role in buffer_roles)
             params[role] = tid
-        self.taken.add(node_id)
-        return Node.model_validate({**bare.model_dump(), "params": params})
+        return bare.model_copy(update={"params": freeze(params)})
 
 
 class GraphBuilder(NodeFactory):
@@ -100,8 +122,10 @@ class GraphBuilder(NodeFactory):
         >>> graph, store = b.build(b.output(y))
     """
 
-    def __init__(self, name: str = "model", store: TensorStore | None = None, seed: int = 0):
-        super().__init__(store if store is not None else TensorStore(), seed)
+    def __init__(
+        self, name: str = "model", store: TensorStore | None = None, seed: int = 0, weights: bool = True
+    ):
+        super().__init__(store if store is not None else TensorStore(), seed, weights=weights)
         self.name = name
         self.nodes: list[Node] = []
 
@@ -135,6 +159,6 @@ class GraphBuilder(NodeFactory):
         return self.add("linear", [x], name or "fc", out_features=out_features, **kw)
 
     def build(self, *_: Node, metadata: dict[str, Any] | None = None) -> tuple[Graph, TensorStore]:
-        """The validated graph (against the store) and the store."""
+        """The validated graph (against the store, when it holds the weights) and the store."""
         graph = Graph(name=self.name, nodes=tuple(self.nodes), metadata=metadata or {})
-        return graph.validate(self.store), self.store
+        return graph.validate(self.store if self.weights else None), self.store

@@ -15,9 +15,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import GraphError
+from ..frozen import FrozenDict, freeze
 from ..types import TensorType
 
 Shape = tuple[int, ...]
+
+
+_PARSED: dict[str, dict[Any, OpAttrs]] = {}  # op → frozen raw attributes → parsed (parse_attrs)
 
 
 class OpAttrs(BaseModel):
@@ -64,12 +68,28 @@ class OpSpec:
     max_inputs: ClassVar[int | None] = 1
 
     def parse_attrs(self, raw: dict[str, Any], node: str | None = None) -> OpAttrs:
+        # Attributes are immutable and a network repeats a few spellings hundreds of times
+        # (every 3×3 conv of a stage): each spelling is validated once per op.
+        try:  # the values' types too: 1 and True are equal keys, not equal attributes
+            frozen = raw if isinstance(raw, FrozenDict) else freeze(raw)
+            key: Any = (frozen, tuple((k, type(v)) for k, v in raw.items()))
+            hash(key)
+        except TypeError:  # an unhashable value: validation will say what is wrong
+            key = None
+        cache = _PARSED.setdefault(self.name, {})
+        if key is not None and key in cache:
+            return cache[key]
         try:
-            return self.Attrs.model_validate(dict(raw))
+            parsed = self.Attrs.model_validate(dict(raw))
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "attrs"
             raise GraphError(f"bad attribute '{where}' for {self.name}: {first['msg']}", node) from None
+        if key is not None:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = parsed
+        return parsed
 
     def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:
         """Output type; raises ``ValueError`` with a reason when the inputs do not fit."""
