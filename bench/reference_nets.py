@@ -101,3 +101,92 @@ def load_store(module: nn.Module, graph, store) -> nn.Module:
     state = {tid: store[tid].detach().clone() for tid in graph.tensor_ids()}
     module.load_state_dict(state, strict=True)
     return module
+
+
+class ReLUConvBN(nn.Module):
+    """NAS-Bench-201's ``ReLUConvBN``: ReLU → conv (no bias) → BN."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.conv(F.relu(x)))
+
+
+class NB201Cell(nn.Module):
+    """A cell as the benchmark computes it: node i is the sum over j < i of edge (i, j)'s op
+    applied to node j, ``none`` included as x · 0."""
+
+    EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+
+    def __init__(self, ops: tuple[str, ...], channels: int):
+        super().__init__()
+        self.ops = ops
+        for (to, src), op in zip(self.EDGES, ops, strict=True):
+            if op in ("nor_conv_1x1", "nor_conv_3x3"):
+                self.add_module(f"e{to}{src}", ReLUConvBN(channels, channels, 1 if op.endswith("1x1") else 3))
+
+    def edge(self, to: int, src: int, op: str, x):
+        if op == "none":
+            return x.mul(0.0)
+        if op == "skip_connect":
+            return x
+        if op == "avg_pool_3x3":
+            return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return getattr(self, f"e{to}{src}")(x)
+
+    def forward(self, x):
+        nodes = [x]
+        for to in (1, 2, 3):
+            terms = [self.edge(t, s, op, nodes[s]) for (t, s), op in zip(self.EDGES, self.ops, strict=True) if t == to]
+            nodes.append(sum(terms[1:], terms[0]))
+        return nodes[3]
+
+
+class NB201Reduction(nn.Module):
+    """The benchmark's ``ResNetBasicblock`` between stages (stride 2)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.a = ReLUConvBN(cin, cout, 3, stride=2)
+        self.b = ReLUConvBN(cout, cout, 3)
+        self.shortcut = nn.Module()
+        self.shortcut.conv = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        return self.shortcut.conv(F.avg_pool2d(x, 2, 2)) + self.b(self.a(x))
+
+
+class NB201Net(nn.Module):
+    """NAS-Bench-201's ``TinyNetwork``: stem, three stages of ``cells`` cells with reductions
+    between them, BN-ReLU, global average pool, linear."""
+
+    def __init__(self, ops: tuple[str, ...], channels: int = 16, cells: int = 5, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Module()
+        self.stem.conv = nn.Conv2d(3, channels, 3, 1, 1, bias=False)
+        self.stem.bn = nn.BatchNorm2d(channels)
+        width = channels
+        self.layers = []
+        for stage in (1, 2, 3):
+            if stage > 1:
+                self.add_module(f"reduce{stage}", NB201Reduction(width, width * 2))
+                self.layers.append(f"reduce{stage}")
+                width *= 2
+            group = nn.Module()
+            for k in range(1, cells + 1):
+                group.add_module(f"cell{k}", NB201Cell(ops, width))
+            self.add_module(f"stage{stage}", group)
+            self.layers += [f"stage{stage}.cell{k}" for k in range(1, cells + 1)]
+        self.head = nn.Module()
+        self.head.bn = nn.BatchNorm2d(width)
+        self.head.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.stem.bn(self.stem.conv(x))
+        for name in self.layers:
+            x = self.get_submodule(name)(x)
+        x = F.relu(self.head.bn(x))
+        return self.head.fc(x.mean(dim=(2, 3)))

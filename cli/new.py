@@ -24,6 +24,7 @@ _OPTION_OWNERS = {
     "filters": ("era",),
     "filter_update": ("era",),
     "group_size": ("era",),
+    "cell": ("nb201",),
 }
 
 
@@ -51,6 +52,11 @@ _OPTION_OWNERS = {
 @click.option("--filters", type=int, help="era: initial filters (power of two).")
 @click.option("--filter-update", type=int, help="era: width factor between sections (1|2).")
 @click.option("--group-size", type=int, help="era: filters per group (power of two).")
+@click.option(
+    "--cell",
+    help="nb201: the cell in NAS-Bench-201's notation, |op~0|+|op~0|op~1|+|op~0|op~1|op~2|. "
+    "[default: the benchmark's best cell]",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def new(template, output, input_shape, classes, seed, force, **options):
     """Create a model from a template.
@@ -62,12 +68,14 @@ def new(template, output, input_shape, classes, seed, force, **options):
       era           a point of ERA's 8-parameter residual space
       mlp           the two-layer dense net of the speciation study
       minimal       Real et al.'s first individual: one linear layer, no convolution
+      nb201         a cell of NAS-Bench-201 in the benchmark's own network
 
     \b
     Examples:
       evoir new resnet --depth 20 -o r20.json
       evoir new painter-base --input 1,28,28 -o mnist.json
       evoir new era --block bottleneck --blocks 0,2,2,2 --filters 16 --group-size 4
+      evoir new nb201 --cell '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
     """
     given = {k: v for k, v in options.items() if v is not None}
     for key in given:

@@ -51,6 +51,7 @@ OP_CASES = [
     ("hardswish", CHW, {}, 1),
     ("hardsigmoid", CHW, {}, 1),
     ("identity", CHW, {}, 1),
+    ("zero", CHW, {}, 1),
     ("softmax", CHW, {}, 1),
     ("softmax", VEC, {}, 1),
     ("add", CHW, {}, 2),

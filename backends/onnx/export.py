@@ -234,6 +234,11 @@ def _unary(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final(_UNARY[node.op], args, node)
 
 
+@lowers("zero")
+def _zero(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("Mul", [args[0], ex.const(node, 0.0)], node)
+
+
 @lowers("relu6")
 def _relu6(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Clip", [args[0], ex.const(node, 0.0), ex.const(node, 6.0)], node)

@@ -125,6 +125,9 @@ def _add(imp: Importer, n: onnx.NodeProto) -> None:
 def _mul(imp: Importer, n: onnx.NodeProto) -> None:
     if len(n.input) != 2:
         raise imp.unsupported(n, "Mul of other than two inputs")
+    if imp.is_const(n.input[1], 0.0) and n.input[0] in imp.values:
+        imp.emit(n, "zero", [imp.arg(n, 0)])  # x · 0: NAS-Bench-201's none edge
+        return
     if n.input[1] in imp.initializers and n.input[0] in imp.values:  # x · γ: layer scale
         imp.emit(n, "scale", [imp.arg(n, 0)], params={"weight": imp.tensor(n, 1, "weight")})
         return

@@ -42,3 +42,7 @@ ACTIVATIONS: tuple[str, ...] = (
 
 for _name in ACTIVATIONS:
     _activation(_name, {"leaky_relu": LeakyReluAttrs, "gelu": GeluAttrs}.get(_name))
+
+
+# Not an activation a pass may use as σ: the zero map, NAS-Bench-201's ``none`` edge.
+_activation("zero").__doc__ = "Element-wise x · 0: zeros of the input's type (NAS-Bench-201's none edge)."

@@ -9,6 +9,7 @@ from ..store import TensorStore
 from .era import EraConfig, era
 from .minimal import minimal
 from .mlp import mlp
+from .nb201 import nb201
 from .painter_base import painter_base
 from .resnet import resnet
 
@@ -19,6 +20,7 @@ TEMPLATES: dict[str, Callable[..., tuple[Graph, TensorStore]]] = {
     "era": era,
     "mlp": mlp,
     "minimal": minimal,
+    "nb201": nb201,
 }
 
 DEFAULT_INPUT = {
@@ -27,6 +29,7 @@ DEFAULT_INPUT = {
     "era": (3, 32, 32),
     "mlp": (1, 28, 28),
     "minimal": (3, 32, 32),
+    "nb201": (3, 32, 32),
 }
 
-__all__ = ["DEFAULT_INPUT", "TEMPLATES", "EraConfig", "era", "minimal", "mlp", "painter_base", "resnet"]
+__all__ = ["DEFAULT_INPUT", "TEMPLATES", "EraConfig", "era", "minimal", "mlp", "nb201", "painter_base", "resnet"]
