@@ -36,9 +36,17 @@ from .common import check_output, human, load, model_argument, steps_progress, t
 )
 @click.option(
     "--space",
-    type=click.Choice(["era", "ir"]),
-    help="What tournament/evolution/regularized search: ERA's 8 parameters (era) or the IR under "
-    "Real et al.'s mutations (ir). [default: ir for tournament, era for the others]",
+    type=click.Choice(["era", "ir", "nb201"]),
+    help="What the steady-state strategies search: ERA's 8 parameters (era), NAS-Bench-201's cells "
+    "(nb201), or the IR under Real et al.'s mutations (ir; tournament, evolution, regularized). "
+    "[default: ir for tournament, era for the others]",
+)
+@click.option(
+    "--fidelity",
+    default="train",
+    show_default=True,
+    help="How a candidate is evaluated: train (train it, validate it), or table:PATH (look its "
+    "12-epoch validation accuracy up in a NAS-Bench-201 CSV; nothing trains; --space nb201).",
 )
 @click.option(
     "--start",
@@ -187,7 +195,8 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
     crossover    oldest instead; crossover draws 3 and mutates the best two's crossover.
     random       ERA's baselines: random samples; multi-start best-improvement local search
     local        from the best K of M random samples; Bayesian optimisation (optuna).
-    bayes
+    bayes        With --space nb201 all seven search NAS-Bench-201's cells, and with
+                 --fidelity table:PATH a candidate's evaluation is a look-up in its table.
     speciation   Baughman & Wozniak: M networks of one architecture trained N_i steps; at
                  each generation the best K are merged pairwise and M networks re-seeded from
                  them with noise, then trained N_j steps. independent is the control.
@@ -201,6 +210,7 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
       evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
       evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
       evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
+      evoir search --strategy regularized --space nb201 --fidelity table:nb201-cifar10.csv -M 10 -G 90 --out runs/nb
       evoir search --strategy speciation --start mlp -M 10 -K 4 -G 1 --out runs/spec
       evoir search --strategy regularized --workers 2 -M 10 -G 30 --steps 400 --out runs/era2
       evoir search --ray-address auto --strategy tournament -M 100 -G 1000 --out runs/real
@@ -272,11 +282,22 @@ def _run_and_report(search, folder: Path) -> int | None:
     if results["best"] is None:
         click.echo("no member was evaluated before the run stopped: no best network (summary.md says so)")
     else:
-        click.echo(
-            f"test accuracy: best single {results['best']['test_acc']:.4f}, ensemble {results['ensemble']['test_acc']:.4f}, "
-            f"hierarchical {results['hierarchical']['test_acc']:.4f}"
-            + (f", base {results['base']['test_acc']:.4f}" if "base" in results else "")
-        )
+        parts = [f"best single {results['best']['test_acc']:.4f}"]
+        if "ensemble" in results:
+            parts += [
+                f"ensemble {results['ensemble']['test_acc']:.4f}",
+                f"hierarchical {results['hierarchical']['test_acc']:.4f}",
+            ]
+        if "base" in results:
+            parts.append(f"base {results['base']['test_acc']:.4f}")
+        click.echo("test accuracy: " + ", ".join(parts))
+        returned = results.get("table", {}).get("returned")
+        if returned is not None:
+            click.echo(
+                f"returned {returned['cell']}: 12-epoch validation {100 * returned['val_acc_12ep']:.2f}%, "
+                f"200-epoch test {100 * returned['test_acc_200ep']:.2f}%"
+                + (" (the optimum)" if results["table"]["found_optimum"] else "")
+            )
     report_s = search.total_elapsed() - search.stopped_after_s if search.stopped else None
     click.echo(f"wrote {folder}/summary.md" + (f" (the report took {report_s:.1f}s)" if report_s else ""))
     return exit_status(received)

@@ -1,4 +1,5 @@
-"""What ERA's baseline searches (random, local, Bayesian; App. A.2) have in common.
+"""What ERA's baseline searches (random, local, Bayesian; App. A.2) have in common, in any
+space of parameters (ERA's, NAS-Bench-201's).
 
 Generation 0 evaluates ``population`` random points; every later generation evaluates one
 more candidate, trained alone from scratch for ``steps`` steps (the low-fidelity estimate),
@@ -11,8 +12,8 @@ as members, so that memory stays bounded however long the search runs.
 from __future__ import annotations
 
 from .engine import Search
-from .era_space import EraSpace
 from .member import Member
+from .parameter_space import ParameterSpace
 from .space import SpaceStrategy
 
 
@@ -21,13 +22,15 @@ class Baseline(SpaceStrategy):
         super().__init__(config)
         self.trials: list[dict] = []  # {"id", "genome", "val_acc"} of every candidate, in order
 
-    def era_space(self, search: Search) -> EraSpace:
-        """The space, which for these baselines is always ERA's (``config.SPACES``)."""
+    def parameter_space(self, search: Search) -> ParameterSpace:
+        """The space, which for these baselines is one of parameters (``config.SPACES``)."""
         space = self.space(search)
-        assert isinstance(space, EraSpace), space
+        assert isinstance(space, ParameterSpace), space
         return space
 
     def total_steps(self, config) -> int:
+        if config.table is not None:  # nothing trains
+            return 0
         return (config.population + config.generations) * config.steps
 
     def propose(self, search: Search, number: int) -> tuple[Member, dict] | None:

@@ -1,4 +1,4 @@
-"""Bayesian optimisation over ERA's space (the thesis's best-performing baseline, App. A.2.1).
+"""Bayesian optimisation over a space of parameters (ERA's, NAS-Bench-201's) (the thesis's best-performing baseline, App. A.2.1).
 
 Generation 0 evaluates ``population`` random points; each later generation asks optuna's TPE
 sampler for one point given every candidate evaluated so far, then trains and evaluates it.
@@ -19,7 +19,7 @@ from evoir.errors import EvoirError
 
 from .baseline import Baseline
 from .engine import Search
-from .era_space import CATEGORICAL, PARAMETERS
+from .parameter_space import ParameterSpace
 from .seeding import numpy_seed
 
 STARTUP_TRIALS = 9
@@ -34,21 +34,24 @@ def _optuna():
     return optuna
 
 
-def distributions(values: Mapping[str, tuple]) -> dict:
+def distributions(space: ParameterSpace) -> dict:
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
+    values, categorical = space.values, space.categorical
     return {
-        p: CategoricalDistribution(values[p]) if p in CATEGORICAL else IntDistribution(0, len(values[p]) - 1)
-        for p in PARAMETERS
+        p: CategoricalDistribution(values[p]) if p in categorical else IntDistribution(0, len(values[p]) - 1)
+        for p in space.parameters
     }
 
 
-def encode(genome: Mapping, values: Mapping[str, tuple]) -> dict:
-    return {p: genome[p] if p in CATEGORICAL else values[p].index(genome[p]) for p in PARAMETERS}
+def encode(genome: Mapping, space: ParameterSpace) -> dict:
+    values, categorical = space.values, space.categorical
+    return {p: genome[p] if p in categorical else values[p].index(genome[p]) for p in space.parameters}
 
 
-def decode(params: Mapping, values: Mapping[str, tuple]) -> dict:
-    return {p: params[p] if p in CATEGORICAL else values[p][params[p]] for p in PARAMETERS}
+def decode(params: Mapping, space: ParameterSpace) -> dict:
+    values, categorical = space.values, space.categorical
+    return {p: params[p] if p in categorical else values[p][params[p]] for p in space.parameters}
 
 
 class Bayes(Baseline):
@@ -61,8 +64,8 @@ class Bayes(Baseline):
         rather than all proposing the same point (with nothing pending, the sampler is the
         plain one)."""
         optuna = _optuna()
-        values = self.era_space(search).values
-        dists = distributions(values)
+        space = self.parameter_space(search)
+        dists = distributions(space)
         running = [p.member.genome for p in search.pending]
         sampler = optuna.samplers.TPESampler(
             seed=numpy_seed(search.config.seed, "bayes", generation),
@@ -73,13 +76,13 @@ class Bayes(Baseline):
         study.add_trials(
             [
                 optuna.trial.create_trial(
-                    params=encode(t["genome"], values), distributions=dists, value=t["val_acc"]
+                    params=encode(t["genome"], space), distributions=dists, value=t["val_acc"]
                 )
                 for t in self.trials
             ]
             + [
                 optuna.trial.create_trial(
-                    params=encode(g, values), distributions=dists, state=optuna.trial.TrialState.RUNNING
+                    params=encode(g, space), distributions=dists, state=optuna.trial.TrialState.RUNNING
                 )
                 for g in running
             ]
@@ -87,10 +90,10 @@ class Bayes(Baseline):
         return study
 
     def propose_later(self, search: Search, generation: int):
-        space = self.era_space(search)
+        space = self.parameter_space(search)
         study = self.study(search, generation)
-        trial = study.ask(distributions(space.values))
+        trial = study.ask(distributions(space))
         member = space.decode(
-            search, decode(trial.params, space.values), search.rng, passes=[f"bayes{{trial={trial.number}}}"]
+            search, decode(trial.params, space), search.rng, passes=[f"bayes{{trial={trial.number}}}"]
         )
         return member, {}

@@ -23,17 +23,19 @@ Strategy = Literal[
 ]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
-# Strategies that search a space of architectures (the IR under Real et al.'s mutations, or
-# ERA's 8 parameters) and which spaces each can work in; the first is the default.
+# Strategies that search a space of architectures (the IR under Real et al.'s mutations,
+# ERA's 8 parameters, NAS-Bench-201's cells) and which spaces each can work in; the first is
+# the default.
 SPACES: dict[str, tuple[str, ...]] = {
-    "tournament": ("ir", "era"),
-    "evolution": ("era", "ir"),
-    "regularized": ("era", "ir"),
-    "crossover": ("era",),
-    "random": ("era",),
-    "local": ("era",),
-    "bayes": ("era",),
+    "tournament": ("ir", "era", "nb201"),
+    "evolution": ("era", "ir", "nb201"),
+    "regularized": ("era", "ir", "nb201"),
+    "crossover": ("era", "nb201"),
+    "random": ("era", "nb201"),
+    "local": ("era", "nb201"),
+    "bayes": ("era", "nb201"),
 }
+TABLE_PREFIX = "table:"
 
 
 class _Options(BaseModel):
@@ -45,7 +47,14 @@ class RunOptions(_Options):
     generations, how members are selected, the seed, the device, the workers and the budget."""
 
     strategy: Strategy = "ne"
-    space: Literal["era", "ir"] | None = Field(None, description="None: the strategy's default space")
+    space: Literal["era", "ir", "nb201"] | None = Field(
+        None, description="None: the strategy's default space"
+    )
+    fidelity: str = Field(
+        "train",
+        description="how a candidate is evaluated: train (train it, then validate), or "
+        "table:PATH (look its validation accuracy up in a NAS-Bench-201 CSV; table.py)",
+    )
     dataset: str = "synthetic"
     data_dir: str | None = None
     val_size: int | None = None
@@ -136,7 +145,23 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
                 raise ValueError(f"--strategy {self.strategy} searches {where}, not --space {self.space}")
         if self.strategy == "speciation" and self.keep < 2:
             raise ValueError("--strategy speciation merges pairs: --keep must be at least 2")
+        if self.fidelity != "train" and not (self.fidelity.startswith(TABLE_PREFIX) and self.table):
+            raise ValueError(f"--fidelity {self.fidelity!r}: expected train or table:PATH")
+        if self.table is not None:
+            if self.search_space != "nb201":
+                raise ValueError("--fidelity table: looks up NAS-Bench-201's cells: give --space nb201")
+            if self.workers is not None:
+                raise ValueError("--fidelity table: a look-up needs no workers; drop --workers")
+            if self.selection == "coevolution":
+                raise ValueError("--selection coevolution needs per-example results; a table has none")
         return self
+
+    @property
+    def table(self) -> str | None:
+        """The table's path when evaluations are look-ups (``--fidelity table:PATH``)."""
+        if self.fidelity.startswith(TABLE_PREFIX):
+            return self.fidelity.removeprefix(TABLE_PREFIX) or None
+        return None
 
     @property
     def start_network(self) -> str | None:
@@ -144,7 +169,7 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
         candidates itself)."""
         if self.start is not None:
             return self.start
-        if self.search_space == "era":
+        if self.search_space in ("era", "nb201"):
             return None
         if self.search_space == "ir":
             return "minimal"  # Real et al.: single layer, no convolution
@@ -154,7 +179,8 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
 
     @property
     def search_space(self) -> str | None:
-        """The space the strategy searches (``era`` or ``ir``), None for NE and speciation."""
+        """The space the strategy searches (``era``, ``nb201`` or ``ir``), None for NE and
+        speciation."""
         return self.space or SPACES.get(self.strategy, (None,))[0]
 
 

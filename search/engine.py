@@ -7,10 +7,8 @@ A ``Search`` composes four parts and a strategy:
     Executor     who runs the training: this process or Ray workers        (workers/)
     Run          folder, events, checkpoint, budget and signals, progress, time (run.py)
 
-and runs the strategy it is given (``strategy.py``: generational ones in ``generations.py``,
-steady-state ones in ``steady.py``). The strategy's loop logs every generation and checkpoints
-after it, so every strategy gets the same run folder, resume after a kill, progress and plots.
-``strategies.new_search``/``resume_search`` build the search of a ``--strategy`` or a folder.
+and runs the strategy it is given (``strategy.py``), whose loop logs every generation and
+checkpoints after it: every strategy gets the same run folder, resume, progress and plots.
 """
 
 from __future__ import annotations
@@ -65,6 +63,8 @@ class Runnable(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def network(self, search: Search, member: Member) -> tuple[Graph, TensorStore]: ...
 
 
 def _via(part: str, name: str) -> property:
@@ -168,8 +168,7 @@ class Search:
         self.population.store = self.trainer.store = store
 
     def start(self, graph: Graph, store: TensorStore) -> None:
-        """Adopt the network given by ``--start`` (strategies that build their own initial
-        population may ignore it)."""
+        """Adopt the network of ``--start`` (a strategy that builds its own may ignore it)."""
         self.replace_store(store.to(self.device))
         self.members = [Member("h0", graph, None, [], self.config.lr, self.config.weight_decay, born=0)]
 
@@ -199,16 +198,18 @@ class Search:
 
     def record_evaluation(self, member: Member, ev: Evaluation) -> None:
         self.population.record_evaluation(member, ev)
-        self.flops_eval += analyze(member.graph).flops * len(self.data.val)
+        if ev.correct is not None:  # the network ran (a table's look-up costs nothing)
+            self.flops_eval += analyze(member.graph).flops * len(self.data.val)
 
     def stepped(self, n: int) -> None:
-        """``n`` training steps were taken (here, as they are, or on a worker, as its
-        result arrives)."""
+        """``n`` training steps were taken (here, or on a worker as its result arrives)."""
         self.steps_trained += n
         self.progress.on_step(n)
 
     def count(self, member: Member, n: int) -> None:
         """Account for ``n`` training steps of ``member`` (taken here or on a worker)."""
+        if not n:  # nothing trained (a table's candidate): nothing to count
+            return
         member.steps += n
         if member.id not in self.step_flops:  # fwd + bwd ≈ 3 fwd
             self.step_flops[member.id] = 3 * analyze(member.graph).flops * self.config.batch_size
@@ -292,8 +293,7 @@ class Search:
         self.progress.on_generation(record)
 
     def save_checkpoint(self) -> None:
-        self.job.save(*persist.state_of(self), self.trainer.touched)
-        self.trainer.touched = set()
+        persist.save(self)
 
     def final_selection(self) -> list[Member]:
         return self.select(self.config.keep)

@@ -13,22 +13,26 @@ JSON. Every candidate is decoded through the ``era`` template with fresh weights
 from scratch, as in the thesis (a low-fidelity estimate of its accuracy).
 
 The pure functions (``sample``, ``mutate_genome``, ``crossover_genome``, ``neighbours``)
-work without a search; ``EraSpace`` adopts their genomes into one.
+work without a search; ``EraSpace`` (a ``ParameterSpace``) adopts their genomes into one.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from evoir.errors import EvoirError
-from evoir.graph import Graph, Node
+from evoir.graph import Graph
 from evoir.store import TensorStore
 from evoir.templates.era import FILTER_CHOICES, MAX_BLOCKS, EraConfig, era
 
 from .config import EraOptions
-from .engine import Search
 from .member import Member
+from .parameter_space import ParameterSpace, prefixed
+
+if TYPE_CHECKING:
+    from .engine import Search
 
 PARAMETERS = ("block", "n1", "n2", "n3", "n4", "filters", "filter_update", "group_size")
 CATEGORICAL = ("block",)  # the others are ordinal: their value lists are in order
@@ -54,8 +58,7 @@ def choices(max_blocks: int = MAX_BLOCKS, max_filters: int = 64) -> dict[str, tu
 
 def sample(rng: random.Random, values: Mapping[str, tuple] | None = None) -> dict:
     """A uniformly random point: each parameter drawn uniformly from its values."""
-    values = values or choices()
-    return {p: rng.choice(values[p]) for p in PARAMETERS}
+    return EraSpace(values).sample(rng)
 
 
 def mutate_genome(genome: Mapping, rng: random.Random, values: Mapping[str, tuple] | None = None) -> dict:
@@ -65,35 +68,22 @@ def mutate_genome(genome: Mapping, rng: random.Random, values: Mapping[str, tupl
     Raises:
         EvoirError: if no parameter has a second value (the space is a single point).
     """
-    values = values or choices()
-    free = [p for p in PARAMETERS if any(v != genome[p] for v in values[p])]
-    if not free:
-        raise EvoirError("the era space has a single point: raise --era-max-blocks or --era-max-filters")
-    name = rng.choice(free)
-    return {**genome, name: rng.choice([v for v in values[name] if v != genome[name]])}
+    try:
+        return EraSpace(values).mutate_genome(genome, rng)
+    except EvoirError:
+        raise EvoirError(
+            "the era space has a single point: raise --era-max-blocks or --era-max-filters"
+        ) from None
 
 
 def crossover_genome(a: Mapping, b: Mapping, rng: random.Random) -> dict:
     """Each parameter taken from ``a`` or ``b`` with equal probability (§3.5)."""
-    return {p: (a if rng.random() < 0.5 else b)[p] for p in PARAMETERS}
+    return EraSpace().crossover_genome(a, b, rng)
 
 
 def neighbours(genome: Mapping, values: Mapping[str, tuple] | None = None) -> list[dict]:
-    """The points one step away, for local search: an ordinal parameter moved to the next
-    smaller or larger value, or a categorical one set to any other value. A value outside
-    the list (a genome from a larger space) steps to the nearest values inside it."""
-    values = values or choices()
-    out: list[dict] = []
-    for p in PARAMETERS:
-        vals = values[p]
-        if p in CATEGORICAL:
-            steps = [v for v in vals if v != genome[p]]
-        else:
-            below = [v for v in vals if v < genome[p]]
-            above = [v for v in vals if v > genome[p]]
-            steps = below[-1:] + above[:1]
-        out.extend({**genome, p: v} for v in steps)
-    return out
+    """The points one step away, for local search (``ParameterSpace.neighbours``)."""
+    return EraSpace(values).neighbours(genome)
 
 
 def to_config(genome: Mapping) -> EraConfig:
@@ -135,69 +125,48 @@ def build(
     ``PREFIX/``, so that many decoded networks can live in one store without clashing (the
     template gives every network the same ids)."""
     graph, store = era(input_shape=input_shape, classes=classes, seed=seed, config=to_config(genome))
-    if not prefix:
-        return graph, store
-    renamed = TensorStore()
-    for tid in graph.tensor_ids():
-        renamed.add(f"{prefix}/{tid}", store[tid], buffer=not store.is_parameter(tid))
-    nodes = [
-        Node(**{**n.model_dump(), "params": {r: f"{prefix}/{t}" for r, t in n.params.items()}})
-        if n.params
-        else n
-        for n in graph.nodes
-    ]
-    return graph.with_nodes(nodes), renamed
+    return prefixed(graph, store, prefix) if prefix else (graph, store)
 
 
-class EraSpace:
-    """The space for a search; its caps come from ``--era-max-blocks``/``--era-max-filters``."""
+class EraSpace(ParameterSpace):
+    """ERA's space; its caps come from ``--era-max-blocks``/``--era-max-filters``."""
 
     name = "era"
+    parameters = PARAMETERS
+    categorical = frozenset(CATEGORICAL)
 
-    def __init__(self, search: Search):
+    def __init__(self, values: Mapping[str, tuple] | None = None, weights: bool = True):
+        super().__init__(weights)
+        self.values = values or choices()
+
+    @classmethod
+    def of(cls, search: Search, weights: bool = True) -> EraSpace:
         options: EraOptions = search.config
-        self.values = choices(options.era_max_blocks, options.era_max_filters)
+        return cls(choices(options.era_max_blocks, options.era_max_filters), weights)
 
-    def decode(self, search: Search, genome: Mapping, rng: random.Random, **fields) -> Member:
-        """Adopt ``genome``'s network (weights seeded from ``rng``), untrained. A candidate is
-        born in the generation being built (0 while the first population is)."""
-        mid = fields.pop("id", None) or search.new_id()
-        graph, store = build(
-            genome, search.data.input_shape, search.data.classes, rng.randrange(2**31), prefix=mid
-        )
-        fields.setdefault("born", search.generation + 1)
-        return search.adopt(graph, store, id=mid, genome=dict(genome), **fields)
+    def key(self, genome: Mapping) -> str:
+        return format_genome(genome)
 
-    def initial(self, search: Search, rng: random.Random) -> Member:
-        return self.decode(search, sample(rng, self.values), rng)
+    def build(
+        self,
+        genome: Mapping,
+        input_shape: tuple[int, ...],
+        classes: int,
+        seed: int,
+        prefix: str = "",
+        weights: bool = True,
+    ) -> tuple[Graph, TensorStore]:
+        graph, store = build(genome, input_shape, classes, seed, prefix)
+        return (graph, store) if weights else (graph, TensorStore())
 
-    def mutate(self, search: Search, parent: Member, rng: random.Random) -> Member:
-        genome = mutate_genome(genome_of(parent), rng, self.values)
-        changed = next(p for p in PARAMETERS if genome[p] != genome_of(parent)[p])
-        return self.decode(
-            search, genome, rng, parent=parent.id, passes=[f"era-mutate{{{changed}={genome[changed]}}}"]
-        )
-
-    def crossover(self, search: Search, a: Member, b: Member, rng: random.Random) -> Member:
-        """The parameter-wise crossover of ``a`` and ``b``, not mutated: the strategy mutates
-        it and trains only the mutant. It is named ``x<n>`` after the candidate ``c<n>`` its
-        mutant will be, so that it uses up no candidate number."""
-        genome = crossover_genome(genome_of(a), genome_of(b), rng)
-        return self.decode(
-            search,
-            genome,
-            rng,
-            id=f"x{search.evaluated + 1}",
-            parent=a.id,
-            parents=[a.id, b.id],
-            passes=[f"era-crossover{{{a.id},{b.id}}}"],
-        )
-
-    def train_steps(self, search: Search, member: Member) -> int:
-        return search.config.steps
+    def mutate_genome(self, genome: Mapping, rng: random.Random) -> dict:
+        try:
+            return super().mutate_genome(genome, rng)
+        except EvoirError:
+            raise EvoirError(
+                "the era space has a single point: raise --era-max-blocks or --era-max-filters"
+            ) from None
 
 
 def genome_of(member: Member) -> dict:
-    if member.genome is None:
-        raise EvoirError(f"member {member.id} is not a point of the era space (it has no genome)")
-    return member.genome
+    return EraSpace().genome_of(member)

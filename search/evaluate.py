@@ -12,13 +12,21 @@ from .data import DataSet, Split
 
 @dataclass
 class Evaluation:
-    correct: torch.Tensor  # bool (N,)
-    probs: torch.Tensor  # float (N, classes), on the CPU
+    """A member's results on a split: per example (which it got right, its probabilities), or,
+    from a table of results (``table.py``), the accuracy alone."""
+
+    correct: torch.Tensor | None  # bool (N,); None from a table
+    probs: torch.Tensor | None  # float (N, classes), on the CPU; None from a table
     steps: int | None = None  # the member's training steps when evaluated, where known
+    value: float | None = None  # the accuracy, where there are no per-example results
 
     @property
     def accuracy(self) -> float:
-        return float(self.correct.double().mean()) if len(self.correct) else 0.0
+        if self.value is not None:
+            return self.value
+        if self.correct is None or not len(self.correct):
+            return 0.0
+        return float(self.correct.double().mean())
 
 
 def evaluate(

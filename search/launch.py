@@ -23,6 +23,7 @@ from .engine import Search
 from .lock import RunLock, refuse_if_written
 from .start import initial_network
 from .strategies import new_search, resume_search
+from .table import Table
 
 
 def _one_line(err: Exception) -> str:
@@ -43,6 +44,8 @@ def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) 
         from .workers.ray_pool import require_ray
 
         require_ray()
+    if config.table is not None:
+        Table.load(config.table)  # a bad table is refused before the folder is touched
     data = load_data(config)
     start = config.start_network
     initial = initial_network(start, data, config.seed) if start is not None else None

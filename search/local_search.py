@@ -2,7 +2,7 @@
 
     sample P random points                                  (generation 0; the thesis: 50)
     for each of the best K of them, in turn (a "start"):
-        repeat: evaluate every neighbour of the current point (``era_space.neighbours``);
+        repeat: evaluate every neighbour of the current point (``ParameterSpace.neighbours``);
                 move to the best one if it beats the current point, else the start is done
     when every start is done: sample P fresh random points and start again from their best K
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .baseline import Baseline
 from .engine import Search
-from .era_space import PARAMETERS, format_genome, genome_of, neighbours
+from .parameter_space import ParameterSpace
 
 
 class Local(Baseline):
@@ -34,19 +34,20 @@ class Local(Baseline):
     def propose(self, search: Search, number: int):
         made = super().propose(search, number)
         if made is not None and number < search.config.population:  # the first sampling phase
-            self.batch.append(format_genome(genome_of(made[0])))
+            space = self.parameter_space(search)
+            self.batch.append(space.key(space.genome_of(made[0])))
         return made
 
-    def seen(self) -> dict[str, dict]:
+    def seen(self, space: ParameterSpace) -> dict[str, dict]:
         """Genome key → its first trial."""
         seen: dict[str, dict] = {}
         for t in self.trials:
-            seen.setdefault(format_genome(t["genome"]), t)
+            seen.setdefault(space.key(t["genome"]), t)
         return seen
 
-    def best_of(self, keys: list[str], keep: int) -> list[dict]:
+    def best_of(self, space: ParameterSpace, keys: list[str], keep: int) -> list[dict]:
         """The genomes of the best ``keep`` distinct keys (earlier first among equals)."""
-        seen = self.seen()
+        seen = self.seen(space)
         trained = [k for k in dict.fromkeys(keys) if k in seen]  # a failed candidate left no trial
         ranked = sorted(trained, key=lambda k: -seen[k]["val_acc"])
         return [seen[k]["genome"] for k in ranked[:keep]]
@@ -57,30 +58,31 @@ class Local(Baseline):
         training on another worker)."""
         # Each pass of the loop either proposes one candidate (and returns), waits, or
         # advances the queue; it ends because a restart always samples.
-        space = self.era_space(search)
-        pending = {format_genome(genome_of(p.member)) for p in search.pending}
+        space = self.parameter_space(search)
+        key = space.key
+        pending = {key(space.genome_of(p.member)) for p in search.pending}
         while True:
             if self.to_sample:
                 member = space.initial(search, search.rng)
-                self.batch.append(format_genome(genome_of(member)))
+                self.batch.append(key(space.genome_of(member)))
                 self.to_sample -= 1
                 return member, {}
             if self.batch:  # a sampling phase ended: start from its best points
                 if pending & set(self.batch):
                     return None
-                self.starts, self.batch = self.best_of(self.batch, search.config.keep), []
+                self.starts, self.batch = self.best_of(space, self.batch, search.config.keep), []
             if self.current is None:
                 if self.starts:
                     self.current = self.starts.pop(0)
                 else:
                     self.to_sample = search.config.population
                 continue
-            seen = self.seen()
-            here = seen[format_genome(self.current)]
-            around = neighbours(self.current, space.values)
-            todo = [n for n in around if format_genome(n) not in seen and format_genome(n) not in pending]
+            seen = self.seen(space)
+            here = seen[key(self.current)]
+            around = space.neighbours(self.current)
+            todo = [n for n in around if key(n) not in seen and key(n) not in pending]
             if todo:
-                changed = next(p for p in PARAMETERS if todo[0][p] != self.current[p])
+                changed = space.changed(self.current, todo[0])
                 member = space.decode(
                     search,
                     todo[0],
@@ -89,14 +91,14 @@ class Local(Baseline):
                     passes=[f"local-step{{{changed}={todo[0][changed]}}}"],
                 )
                 return member, {"parents": [here["id"]]}
-            if any(format_genome(n) in pending for n in around):
+            if any(key(n) in pending for n in around):
                 return None
-            best = max(around, key=lambda n: seen[format_genome(n)]["val_acc"], default=None)
-            if best is not None and seen[format_genome(best)]["val_acc"] > here["val_acc"]:
-                self.moves.append([format_genome(self.current), format_genome(best)])
+            best = max(around, key=lambda n: seen[key(n)]["val_acc"], default=None)
+            if best is not None and seen[key(best)]["val_acc"] > here["val_acc"]:
+                self.moves.append([key(self.current), key(best)])
                 self.current = best
             else:
-                self.finished.append(format_genome(self.current))
+                self.finished.append(key(self.current))
                 self.current = None
 
     _STATE = ("to_sample", "batch", "starts", "current", "moves", "finished")

@@ -51,6 +51,13 @@ class Search(Protocol):
 S = TypeVar("S", bound=Search)
 
 
+def save(search: Search) -> None:
+    """Checkpoint ``search`` in its run folder (a search without one keeps nothing)."""
+    if search.job.folder is not None:
+        search.job.save(*state_of(search), search.trainer.touched)
+    search.trainer.touched = set()
+
+
 def state_of(search: Search) -> tuple[RunState, RunTensors, dict[str, str]]:
     """The checkpoint of ``search``: its state, its tensors, and its members as JSON text."""
     population, trainer = search.population, search.trainer

@@ -117,13 +117,16 @@ class Population:
         """Adopt ``ev`` (on the validation split) as ``member``'s latest evaluation."""
         ev.steps = member.steps
         self.validation[member.id] = ev
-        self.correct[member.id] = ev.correct
+        if ev.correct is not None:  # a table's evaluation has the accuracy alone
+            self.correct[member.id] = ev.correct
         member.val_acc = ev.accuracy
 
     def select(self, k: int, members: list[Member] | None = None, decay: float | None = None) -> list[Member]:
         """The best ``k`` of ``members`` (default: all) by validation accuracy, or by
         co-evolution with ``decay``."""
         members = self.members if members is None else members
+        if decay is None:  # top-K: the accuracies rank as the sums of ``correct`` would
+            return sorted(members, key=lambda m: -(m.val_acc or 0.0))[:k]  # stable: older first
         ids = select({m.id: self.correct[m.id] for m in members}, k, decay)
         by_id = {m.id: m for m in members}
         return [by_id[i] for i in ids]

@@ -14,6 +14,7 @@ def generation_record(population: Population, generation: int, selected: list[st
     """The history record of ``generation``; ``counts`` are the run's ``flops_train``,
     ``flops_eval`` and ``elapsed_s``."""
     members, store = population.members, population.store
+    ids = [m.id for m in members]
     best = population.best()
     sizes = tensor_bytes(store)
     return {
@@ -22,7 +23,8 @@ def generation_record(population: Population, generation: int, selected: list[st
         "best_val_acc": best.val_acc,
         "best": best.id,
         "mean_val_acc": sum(m.val_acc or 0 for m in members) / len(members),
-        "coverage": coverage(population.correct, [m.id for m in members]),
+        # Which validation examples some member gets right; a table gives no examples.
+        "coverage": coverage(population.correct, ids) if all(i in population.correct for i in ids) else None,
         "flops_train": counts["flops_train"],
         "flops_eval": counts["flops_eval"],
         "store_bytes": sum(sizes.values()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from evoir.analysis import analyze
@@ -18,6 +19,7 @@ from . import ensemble, plots
 from .engine import Search
 from .evaluate import Evaluation, accuracy_of_probs, evaluate
 from .member import Member
+from .table import TableEvaluator
 
 
 def read_events(folder: Path) -> list[dict]:
@@ -38,28 +40,19 @@ def finalize(search: Search) -> dict:
         return _nothing_evaluated(search)
     final = search.final_selection()
     best = max(final, key=lambda m: m.val_acc or 0)
-    test_labels = data.test.labels
     # One pass over each split for all the final members (shared nodes once, stacks batched).
     test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
-    val_probs = [ev.probs for ev in _validation_of(search, final)]
-    probs = [test[m.id].probs for m in final]
-    head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=cfg.seed)
+    graph, store = search.strategy.network(search, best)
     results = {
         "best": {
             "id": best.id,
             "test_acc": test[best.id].accuracy,
             "val_acc": best.val_acc,
-            "params": analyze(best.graph).params,
-            "flops": analyze(best.graph).flops,
+            "params": analyze(graph).params,
+            "flops": analyze(graph).flops,
             **({"genome": best.genome} if best.genome is not None else {}),
-            "lineage": list(best.graph.metadata.get("lineage", ())),
+            "lineage": list(graph.metadata.get("lineage", ())),
         },
-        "ensemble": {
-            "members": [m.id for m in final],
-            "test_acc": accuracy_of_probs(ensemble.average(probs), test_labels),
-            "params": sum(analyze(m.graph).params for m in final),
-        },
-        "hierarchical": {"test_acc": accuracy_of_probs(ensemble.hierarchical(head, probs), test_labels)},
         "flops_spent": search.flops_train + search.flops_eval,
         "flops_train": search.flops_train,
         "generations": search.generation,
@@ -69,18 +62,40 @@ def finalize(search: Search) -> dict:
         "stopped": search.stopped,
         "dropped": [e for e in read_events(folder) if "dropped" in e],
     }
+    evaluator = search.trainer.evaluator
+    if isinstance(evaluator, TableEvaluator):
+        results["table"] = evaluator.summary(read_events(folder))
     base_path = folder / "base.json"
     if base_path.exists():
-        graph, store = load_model(base_path)
+        base, base_store = load_model(base_path)
         ev = evaluate(
-            lower(graph, store.to(search.device)), data, data.test, search.device, cfg.eval_batch_size
+            lower(base, base_store.to(search.device)), data, data.test, search.device, cfg.eval_batch_size
         )
         results["base"] = {
             "test_acc": ev.accuracy,
-            "params": analyze(graph).params,
-            "flops": analyze(graph).flops,
+            "params": analyze(base).params,
+            "flops": analyze(base).flops,
         }
-    save_model(folder / "best.json", best.graph, search.store)
+    save_model(folder / "best.json", graph, store)
+    if all(test[m.id].probs is not None for m in final):  # a table has no predictions to ensemble
+        results.update(_ensembles(search, final, test))
+    results["seconds"] = search.job.time_spent()
+    atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(folder / "summary.md", summary_markdown(search, results))
+    events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
+    plots.accuracy_per_generation(events, search.history, folder / "val_accuracy.png")
+    plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
+    plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
+    return results
+
+
+def _ensembles(search: Search, final: list[Member], test: dict[str, Evaluation]) -> dict:
+    """The final members as ensembles (mean probabilities; a head learned on the validation
+    split), their test accuracies, and their files in ``ensemble/``."""
+    data, folder = search.data, search.folder
+    val_probs = [_probs(ev) for ev in _validation_of(search, final)]
+    probs = [_probs(test[m.id]) for m in final]
+    head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=search.config.seed)
     ens = folder / "ensemble"
     ens.mkdir(exist_ok=True)
     for m in final:
@@ -103,14 +118,20 @@ def finalize(search: Search) -> dict:
         )
         + "\n",
     )
-    results["seconds"] = search.job.time_spent()
-    atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(folder / "summary.md", summary_markdown(search, results))
-    events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
-    plots.accuracy_per_generation(events, search.history, folder / "val_accuracy.png")
-    plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
-    plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
-    return results
+    labels = data.test.labels
+    return {
+        "ensemble": {
+            "members": [m.id for m in final],
+            "test_acc": accuracy_of_probs(ensemble.average(probs), labels),
+            "params": sum(analyze(m.graph).params for m in final),
+        },
+        "hierarchical": {"test_acc": accuracy_of_probs(ensemble.hierarchical(head, probs), labels)},
+    }
+
+
+def _probs(ev: Evaluation) -> torch.Tensor:
+    assert ev.probs is not None, "ensembles are made of evaluations with predictions"
+    return ev.probs
 
 
 def _validation_of(search: Search, members: list[Member]) -> list[Evaluation]:
@@ -146,6 +167,21 @@ def _nothing_evaluated(search: Search) -> dict:
     return results
 
 
+def _table_lines(t: dict) -> list[str]:
+    """What a run against a table of results returned (``table.TableEvaluator.summary``)."""
+    lines = [f"Evaluations were look-ups in {t['path']}: {t['queries']} queries, nothing trained."]
+    if "returned" in t:
+        ret, opt = t["returned"], t["optimum"]
+        found = "the optimum" if t["found_optimum"] else f"{100 * t['regret']:.2f} points below the optimum"
+        lines += [
+            "",
+            f"Returned (best validation over all queries): {ret['id']} `{ret['cell']}`, "
+            f"12-epoch validation {100 * ret['val_acc_12ep']:.2f}%, 200-epoch test "
+            f"{100 * ret['test_acc_200ep']:.2f}%: {found} ({100 * opt['test_acc_200ep']:.2f}%, `{opt['cell']}`).",
+        ]
+    return lines
+
+
 def _fmt_flops(f: float) -> str:
     for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
         if f >= size:
@@ -166,22 +202,15 @@ def summary_markdown(search: Search, r: dict) -> str:
             _fmt_flops(r["flops_spent"]),
         )
     )
-    rows.append(
-        (
-            f"ensemble of {len(r['ensemble']['members'])} (mean probabilities)",
-            r["ensemble"]["test_acc"],
-            r["ensemble"]["params"],
-            _fmt_flops(r["flops_spent"]),
+    if "ensemble" in r:
+        ens = r["ensemble"]
+        flops = _fmt_flops(r["flops_spent"])
+        rows.append(
+            (f"ensemble of {len(ens['members'])} (mean probabilities)", ens["test_acc"], ens["params"], flops)
         )
-    )
-    rows.append(
-        (
-            "hierarchical ensemble (learned head)",
-            r["hierarchical"]["test_acc"],
-            r["ensemble"]["params"],
-            _fmt_flops(r["flops_spent"]),
+        rows.append(
+            ("hierarchical ensemble (learned head)", r["hierarchical"]["test_acc"], ens["params"], flops)
         )
-    )
     lines = [
         f"# evoir search: {cfg.strategy} on {cfg.dataset}",
         "",
@@ -203,7 +232,9 @@ def summary_markdown(search: Search, r: dict) -> str:
         lines += ["", f"Dropped {e['id']} in generation {e['generation']}: {e['dropped']}."]
     if "genome" in r["best"]:
         genome = ", ".join(f"{k}={v}" for k, v in r["best"]["genome"].items())
-        lines += ["", f"Best point of the ERA space: {genome}."]
+        lines += ["", f"Best point of the {cfg.search_space} space: {genome}."]
+    if "table" in r:
+        lines += ["", *_table_lines(r["table"])]
     if r["best"]["lineage"]:
         shown = r["best"]["lineage"][-12:]
         lines += ["", f"Best network's lineage ({len(r['best']['lineage'])} passes, last {len(shown)}):", ""]

@@ -11,6 +11,8 @@ long the strategy trains it.
   mutation did not reshape, as a private copy, and continues training from there.
 - ``era``: ERA's 8-parameter residual space (``era_space``); every candidate is decoded
   through the ``era`` template and trained from scratch (a low-fidelity estimate).
+- ``nb201``: NAS-Bench-201's cells (``nb201_space``), trained from scratch as ERA's are, or
+  looked up in the benchmark's table (``--fidelity table:PATH``, ``table.py``).
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import random
 from typing import Protocol
 
 from evoir.errors import EvoirError
+from evoir.graph import Graph
+from evoir.store import TensorStore
 
 from .engine import Search
 from .member import Member
+from .parameter_space import ParameterSpace
 from .steady import SteadyStrategy
 
 
 class Space(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def initial(self, search: Search, rng: random.Random) -> Member: ...
 
@@ -39,6 +45,7 @@ class Space(Protocol):
 
 def make_space(search: Search) -> Space:
     name = search.config.search_space
+    weights = search.config.table is None  # a table evaluates architectures, not weights
     if name == "ir":
         from .ir_space import IrSpace
 
@@ -46,8 +53,12 @@ def make_space(search: Search) -> Space:
     if name == "era":
         from .era_space import EraSpace
 
-        return EraSpace(search)
-    raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era or ir)")
+        return EraSpace.of(search, weights)
+    if name == "nb201":
+        from .nb201_space import Nb201Space
+
+        return Nb201Space(weights)
+    raise EvoirError(f"--strategy {search.config.strategy} needs a --space (era, nb201 or ir)")
 
 
 class SpaceStrategy(SteadyStrategy):
@@ -63,3 +74,12 @@ class SpaceStrategy(SteadyStrategy):
 
     def train_steps(self, search: Search, member: Member) -> int:
         return self.space(search).train_steps(search, member)
+
+    def network(self, search: Search, member: Member) -> tuple[Graph, TensorStore]:
+        """A member of a space without weights (evaluated by a table) gets fresh ones, seeded
+        by the run's seed: the architecture to train."""
+        space = self.space(search)
+        if isinstance(space, ParameterSpace) and not space.weights:
+            data = search.data
+            return space.build(space.genome_of(member), data.input_shape, data.classes, search.config.seed)
+        return super().network(search, member)

@@ -14,6 +14,7 @@ from .config import SearchConfig
 from .data import DataSet
 from .engine import Search
 from .strategy import Strategy
+from .table import Table, TableEvaluator
 
 _WHERE = {
     "ne": ("ne", "NE"),
@@ -35,8 +36,12 @@ def strategy_class(name: str) -> type[Strategy]:
 
 
 def new_search(config: SearchConfig, data: DataSet, folder: Path | None) -> Search:
-    """A fresh search of ``config.strategy`` (its run folder ``folder``, or none)."""
-    return Search(config, data, folder, strategy_class(config.strategy)(config))
+    """A fresh search of ``config.strategy`` (its run folder ``folder``, or none); with
+    ``--fidelity table:PATH`` its evaluations are look-ups in that table."""
+    search = Search(config, data, folder, strategy_class(config.strategy)(config))
+    if config.table is not None:
+        search.trainer.evaluator = TableEvaluator(Table.load(config.table))
+    return search
 
 
 def resume_search(folder: Path, data: DataSet) -> Search:

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .config import SearchConfig
 
 if TYPE_CHECKING:
+    from evoir.graph import Graph
+    from evoir.store import TensorStore
+
     from .engine import Loop, Search
+    from .member import Member
 
 
 class Strategy:
@@ -47,6 +51,10 @@ class Strategy:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """The inverse of ``state``, on resume."""
+
+    def network(self, search: Search, member: Member) -> tuple[Graph, TensorStore]:
+        """``member``'s network with weights, for its model file: its graph over the store."""
+        return member.graph, search.store
 
     def loop(self, search: Search) -> Loop:
         """The loop that runs this kind of strategy for ``search``."""

@@ -238,7 +238,7 @@ def test_local_search_moves_only_to_improving_neighbours(data, tmp_path):
     local = search.strategy
     assert len(local.trials) == 4 + 40
     assert all(t["val_acc"] == round(1000 * landscape(t["genome"])) / 1000 for t in local.trials)
-    first = local.seen()
+    first = local.seen(local.space(search))
     assert local.moves and local.finished
     for start, end in local.moves:
         assert first[end]["val_acc"] > first[start]["val_acc"]
@@ -256,12 +256,12 @@ def test_bayes_adds_every_trial_in_order_and_asks_reproducibly(data, tmp_path):
     search = new_search(tiny("bayes", generations=2), data, tmp_path)
     search.run()
     bayes = search.strategy
-    values = bayes.space(search).values
+    space = bayes.space(search)
     assert len(bayes.trials) == 3 + 2
     study = bayes.study(search, 9)
     assert [t.value for t in study.trials] == [t["val_acc"] for t in bayes.trials]
-    assert [decode(t.params, values) for t in study.trials] == [t["genome"] for t in bayes.trials]
-    asks = [bayes.study(search, 9).ask(distributions(values)).params for _ in range(2)]
+    assert [decode(t.params, space) for t in study.trials] == [t["genome"] for t in bayes.trials]
+    asks = [bayes.study(search, 9).ask(distributions(space)).params for _ in range(2)]
     assert asks[0] == asks[1]
     passes = [e["passes"] for e in events_of(tmp_path) if e["born"] > 0 and e["generation"] == e["born"]]
     assert passes == [["bayes{trial=3}"], ["bayes{trial=4}"]]

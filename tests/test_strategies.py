@@ -130,7 +130,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, strategy)
 
 def test_a_space_the_strategy_cannot_search_is_refused(evoir_cli, tmp_path):
     result = evoir_cli("search", "--strategy", "crossover", "--space", "ir", "--out", "r")
-    assert_user_error(result, "--strategy crossover searches only in era, not --space ir")
+    assert_user_error(result, "--strategy crossover searches only in era, nb201, not --space ir")
     assert not (tmp_path / "r").exists()
     result = evoir_cli("search", "--strategy", "ne", "--space", "era", "--out", "r")
     assert_user_error(result, "--strategy ne searches in no --space")
