@@ -147,16 +147,8 @@ class EraSpace(ParameterSpace):
     def key(self, genome: Mapping) -> str:
         return format_genome(genome)
 
-    def build(
-        self,
-        genome: Mapping,
-        input_shape: tuple[int, ...],
-        classes: int,
-        seed: int,
-        prefix: str = "",
-        weights: bool = True,
-    ) -> tuple[Graph, TensorStore]:
-        graph, store = build(genome, input_shape, classes, seed, prefix)
+    def network(self, genome: Mapping, shape: tuple[int, ...], classes: int, seed: int, weights: bool):
+        graph, store = era(input_shape=shape, classes=classes, seed=seed, config=to_config(genome))
         return (graph, store) if weights else (graph, TensorStore())
 
     def mutate_genome(self, genome: Mapping, rng: random.Random) -> dict:

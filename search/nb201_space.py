@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from evoir.graph import Graph
-from evoir.store import TensorStore
 from evoir.templates.nb201 import EDGE_NAMES, OPS, format_cell, nb201, parse_cell
 
-from .parameter_space import ParameterSpace, prefixed
+from .parameter_space import ParameterSpace
 
 
 def genome_of_cell(cell: str) -> dict[str, str]:
@@ -37,18 +35,8 @@ class Nb201Space(ParameterSpace):
     def key(self, genome: Mapping) -> str:
         return cell_of(genome)
 
-    def build(
-        self,
-        genome: Mapping,
-        input_shape: tuple[int, ...],
-        classes: int,
-        seed: int,
-        prefix: str = "",
-        weights: bool = True,
-    ) -> tuple[Graph, TensorStore]:
-        cell = cell_of(genome)
-        graph, store = nb201(input_shape=input_shape, classes=classes, seed=seed, cell=cell, weights=weights)
-        return prefixed(graph, store, prefix) if prefix and weights else (graph, store)
+    def network(self, genome: Mapping, shape: tuple[int, ...], classes: int, seed: int, weights: bool):
+        return nb201(input_shape=shape, classes=classes, seed=seed, cell=cell_of(genome), weights=weights)
 
     def cells(self) -> list[str]:
         """Every cell of the space, in the benchmark's notation."""

@@ -122,6 +122,11 @@ class ParameterSpace:
         """The point's network with fresh weights (without ``weights``: its graph, and an
         empty store); with ``prefix`` every tensor id starts with ``PREFIX/``, so that many
         decoded networks can live in one store."""
+        graph, store = self.network(genome, tuple(input_shape), classes, seed, weights)
+        return prefixed(graph, store, prefix) if prefix and weights else (graph, store)
+
+    def network(self, genome: Mapping, shape: tuple[int, ...], classes: int, seed: int, weights: bool):
+        """The point's network as its template builds it (``build`` without the prefix)."""
         raise NotImplementedError
 
     def decode(self, search: Search, genome: Mapping, rng: random.Random, **fields) -> Member:
