@@ -282,7 +282,8 @@ def _run_and_report(search, folder: Path) -> int | None:
     if results["best"] is None:
         click.echo("no member was evaluated before the run stopped: no best network (summary.md says so)")
     else:
-        parts = [f"best single {results['best']['test_acc']:.4f}"]
+        which = "best of the final population" if "table" in results else "best single"
+        parts = [f"{which} {results['best']['test_acc']:.4f}"]
         if "ensemble" in results:
             parts += [
                 f"ensemble {results['ensemble']['test_acc']:.4f}",

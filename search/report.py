@@ -191,12 +191,15 @@ def _fmt_flops(f: float) -> str:
 
 def summary_markdown(search: Search, r: dict) -> str:
     cfg = search.config
+    table = r.get("table")  # evaluations were look-ups: no training, no data, no store
     rows = []
     if "base" in r:
         rows.append(("base network (after N_i steps)", r["base"]["test_acc"], r["base"]["params"], "—"))
     rows.append(
         (
-            f"{'NE' if cfg.strategy == 'ne' else cfg.strategy} best single ({r['best']['id']})",
+            f"{'NE' if cfg.strategy == 'ne' else cfg.strategy} "
+            + ("best of the final population" if table else "best single")
+            + f" ({r['best']['id']})",
             r["best"]["test_acc"],
             r["best"]["params"],
             _fmt_flops(r["flops_spent"]),
@@ -211,12 +214,16 @@ def summary_markdown(search: Search, r: dict) -> str:
         rows.append(
             ("hierarchical ensemble (learned head)", r["hierarchical"]["test_acc"], ens["params"], flops)
         )
+    setting = (
+        f"N_i={cfg.initial_steps}, N_j={cfg.steps}, selection {cfg.selection}, τ={cfg.tau}, batch {cfg.batch_size}"
+        if table is None
+        else "evaluated by look-ups"
+    )
     lines = [
-        f"# evoir search: {cfg.strategy} on {cfg.dataset}",
+        f"# evoir search: {cfg.strategy} on {'NAS-Bench-201' + chr(39) + 's table' if table else cfg.dataset}",
         "",
-        f"{r['generations']} generations, population M={cfg.population}, keep K={cfg.keep}, N_i={cfg.initial_steps}, "
-        f"N_j={cfg.steps}, selection {cfg.selection}, τ={cfg.tau}, batch {cfg.batch_size}, seed {cfg.seed}; "
-        f"{r['elapsed_s']:.0f} s.",
+        f"{r['generations']} generations, population M={cfg.population}, keep K={cfg.keep}, {setting}, "
+        f"seed {cfg.seed}; {r['elapsed_s']:.0f} s.",
         "",
         "| network | test accuracy | parameters | FLOPs spent |",
         "| --- | --- | --- | --- |",
@@ -232,19 +239,22 @@ def summary_markdown(search: Search, r: dict) -> str:
         lines += ["", f"Dropped {e['id']} in generation {e['generation']}: {e['dropped']}."]
     if "genome" in r["best"]:
         genome = ", ".join(f"{k}={v}" for k, v in r["best"]["genome"].items())
-        lines += ["", f"Best point of the {cfg.search_space} space: {genome}."]
-    if "table" in r:
-        lines += ["", *_table_lines(r["table"])]
+        lines += ["", f"Its point of the {cfg.search_space} space: {genome}."]
+    if table:
+        lines += ["", *_table_lines(table)]
     if r["best"]["lineage"]:
         shown = r["best"]["lineage"][-12:]
         lines += ["", f"Best network's lineage ({len(r['best']['lineage'])} passes, last {len(shown)}):", ""]
         lines += [f"    {line}" for line in shown]
-    lines += ["", f"{r['candidates_evaluated']} candidates trained and evaluated."]
+    lines += [
+        "",
+        f"{r['candidates_evaluated']} candidates {'evaluated' if table else 'trained and evaluated'}.",
+    ]
     if r.get("seconds"):
         spent = ", ".join(f"{kind} {s:.1f} s" for kind, s in r["seconds"].items())
         lines += ["", f"Wall time of this invocation: {spent}."]
     last = search.history[-1] if search.history else {}
-    if last:
+    if last and last["store_bytes"]:
         ratio = last["store_bytes"] / max(1, last["independent_bytes"])
         lines += [
             "",
