@@ -229,6 +229,9 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
         if out is None:
             raise EvoirError("--out RUN_FOLDER is required (or --resume RUN_FOLDER)")
         try:
+            fidelity = options["fidelity"]
+            if fidelity.startswith("table:") and fidelity != "table:":  # resumable from anywhere
+                options["fidelity"] = "table:" + str(Path(fidelity.removeprefix("table:")).resolve())
             config = SearchConfig(budget_s=parse_budget(budget), **options)
         except ValidationError as err:
             first = err.errors()[0]

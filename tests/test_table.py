@@ -94,6 +94,8 @@ def test_cli_search_reports_the_returned_architecture(evoir_cli, table, tmp_path
         "-M", "10", "-K", "2", "-G", "200", "--out", "run",
     )  # fmt: skip
     assert r.code == 0, r.err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["fidelity"] == f"table:{Path(table).resolve()}"  # resumable from any directory
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     t = results["table"]
     assert t["queries"] == 210 and t["found_optimum"] and t["regret"] == 0
