@@ -18,7 +18,7 @@ On this 2-core CPU the networks are the benchmark's skeleton with ``--cells-per-
 (the benchmark's has 5) and the steps are a few hundred: a small proxy, said so in the output.
 The table's own 12-epoch validation accuracy of the same cells is given beside them, as the
 ranking a full low-fidelity training reaches. Each cell's figures are saved as they come to
-bench/results/nasbench201/rank.json, so a killed run continues.
+bench/results/nasbench201/rank-n<cells per stage>.json, so a killed run continues.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from evoir.templates.nb201 import nb201
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT.parent / "shared" / "datasets" / "nasbench201" / "nb201-cifar10.csv"
-OUT = ROOT / "bench" / "results" / "nasbench201" / "rank.json"
+RESULTS = ROOT / "bench" / "results" / "nasbench201"
 
 
 def inherited(parent: TensorStore, store: TensorStore, graph) -> tuple[TensorStore, int]:
@@ -90,7 +90,8 @@ def main() -> None:
     cells = rng.sample(Nb201Space().cells(), args.cells + 1)
     parent_cell, cells = cells[0], cells[1:]
     settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "table")}
-    saved = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out = RESULTS / f"rank-n{args.cells_per_stage}.json"
+    saved = json.loads(out.read_text()) if out.exists() else {}
     if saved.get("settings") != settings:
         saved = {"settings": settings, "cells": {}}
 
@@ -119,7 +120,7 @@ def main() -> None:
             "test_acc_200ep": table.test[cell],
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        atomic_write_text(OUT, json.dumps(saved, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(saved, indent=1) + "\n")
         print(f"{k + 1}/{len(cells)} {cell}: {saved['cells'][cell]}", flush=True)
     rows = [saved["cells"][c] for c in cells]
     truth = [r["test_acc_200ep"] for r in rows]
@@ -129,7 +130,7 @@ def main() -> None:
     )
     result["table: 12-epoch validation"] = correlations([r["val_acc_12ep"] for r in rows], truth)
     saved["correlations"] = result
-    atomic_write_text(OUT, json.dumps(saved, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(saved, indent=1) + "\n")
     print(
         f"\n{len(cells)} cells, networks with {args.cells_per_stage} cell(s) per stage (the benchmark's: 5), "
         f"CIFAR-10, {time.perf_counter() - started:.0f} s; against the 200-epoch test accuracy:"
