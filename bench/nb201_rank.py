@@ -18,7 +18,7 @@ On this 2-core CPU the networks are the benchmark's skeleton with ``--cells-per-
 (the benchmark's has 5) and the steps are a few hundred: a small proxy, said so in the output.
 The table's own 12-epoch validation accuracy of the same cells is given beside them, as the
 ranking a full low-fidelity training reaches. Each cell's figures are saved as they come to
-bench/results/nasbench201/rank-n<cells per stage>.json, so a killed run continues.
+bench/results/nasbench201/rank-n<cells per stage>-steps<most>.json, so a killed run continues.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
     cells = rng.sample(Nb201Space().cells(), args.cells + 1)
     parent_cell, cells = cells[0], cells[1:]
     settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "table")}
-    out = RESULTS / f"rank-n{args.cells_per_stage}.json"
+    out = RESULTS / f"rank-n{args.cells_per_stage}-steps{budgets[-1]}.json"  # one file per setting
     saved = json.loads(out.read_text()) if out.exists() else {}
     if saved.get("settings") != settings:
         saved = {"settings": settings, "cells": {}}
