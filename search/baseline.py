@@ -29,8 +29,6 @@ class Baseline(SpaceStrategy):
         return space
 
     def total_steps(self, config) -> int:
-        if config.table is not None:  # nothing trains
-            return 0
         return (config.population + config.generations) * config.steps
 
     def propose(self, search: Search, number: int) -> tuple[Member, dict] | None:

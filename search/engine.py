@@ -134,8 +134,8 @@ class Search:
         return self.strategy.name
 
     def total_steps(self) -> int:
-        """Training steps of the whole run (for progress bars)."""
-        return self.strategy.total_steps(self.config)
+        """Training steps of the whole run (for progress bars; none when a table evaluates)."""
+        return 0 if self.config.table is not None else self.strategy.total_steps(self.config)
 
     def strategy_state(self) -> dict[str, Any]:
         """The loop's and the strategy's state, one JSON object in the checkpoint."""

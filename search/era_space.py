@@ -29,7 +29,7 @@ from evoir.templates.era import FILTER_CHOICES, MAX_BLOCKS, EraConfig, era
 
 from .config import EraOptions
 from .member import Member
-from .parameter_space import ParameterSpace, prefixed
+from .parameter_space import ParameterSpace
 
 if TYPE_CHECKING:
     from .engine import Search
@@ -68,12 +68,7 @@ def mutate_genome(genome: Mapping, rng: random.Random, values: Mapping[str, tupl
     Raises:
         EvoirError: if no parameter has a second value (the space is a single point).
     """
-    try:
-        return EraSpace(values).mutate_genome(genome, rng)
-    except EvoirError:
-        raise EvoirError(
-            "the era space has a single point: raise --era-max-blocks or --era-max-filters"
-        ) from None
+    return EraSpace(values).mutate_genome(genome, rng)
 
 
 def crossover_genome(a: Mapping, b: Mapping, rng: random.Random) -> dict:
@@ -124,8 +119,7 @@ def build(
     """The genome's network with fresh weights; with ``prefix`` every tensor id starts with
     ``PREFIX/``, so that many decoded networks can live in one store without clashing (the
     template gives every network the same ids)."""
-    graph, store = era(input_shape=input_shape, classes=classes, seed=seed, config=to_config(genome))
-    return prefixed(graph, store, prefix) if prefix else (graph, store)
+    return EraSpace().build(genome, input_shape, classes, seed, prefix)
 
 
 class EraSpace(ParameterSpace):

@@ -33,8 +33,6 @@ class Evolution(SpaceStrategy):
         self.start_ids: list[str] = []  # the --start network's member: no point of the space
 
     def total_steps(self, config) -> int:
-        if config.table is not None:  # nothing trains
-            return 0
         first = config.initial_steps if config.search_space == "ir" else config.steps
         return config.population * first + config.generations * config.steps
 
