@@ -30,7 +30,7 @@ def cluster():
 def test_a_lost_node_s_candidate_is_retried_elsewhere(tmp_path, cluster):
     cluster, worker = cluster
     data = load_dataset("synthetic", seed=3)
-    search = _fresh("regularized", tmp_path / "run", 4, data)
+    search = _fresh("regularized", tmp_path / "run", 8, data)
     search.config = search.config.model_copy(update={"steps": 60})  # long enough to be caught running
     search.pool = RayPool(data)
     assert search.pool.slots == 2
@@ -38,10 +38,15 @@ def test_a_lost_node_s_candidate_is_retried_elsewhere(tmp_path, cluster):
     removed = []
 
     def on_generation(record):
-        # Both nodes are busy until a result comes in. When the head node's comes in, the
-        # other candidate is still training on the worker node: take that node away.
+        # When the head node's result comes in, the other candidate may still be training on
+        # the worker node: take that node away then, and only if its task has not finished
+        # (a result already made would not need training again).
         newest = search.members[-1]
-        if not removed and newest.worker["node"] == head and search.pending:
+        running = list(search.pool.running)
+        if not removed and newest.worker["node"] == head and search.pending and len(running) == 1:
+            _, unfinished = ray.wait(running, timeout=0)
+            if not unfinished:
+                return
             cluster.remove_node(worker)
             removed.append(search.pending[0].member.id)
 
