@@ -2,8 +2,10 @@
 
 The module is traced symbolically; each fx node is mapped onto an IR op, and the module's
 tensors are copied into a new store under ids derived from their qualified names
-(``layer1.0.conv1.weight``). Anything outside the IR's op set stops the import with an error
-naming the first unsupported fx node.
+(``layer1.0.conv1.weight``). With ``share_tensors`` the store holds the module's own parameter
+and buffer objects instead, so that a module lowered from it trains those very tensors
+(``evoir.grow``). Anything outside the IR's op set stops the import with an error naming the
+first unsupported fx node.
 """
 
 from __future__ import annotations
@@ -55,10 +57,14 @@ _MUL = {operator.mul, operator.imul, torch.mul}
 
 
 class _Importer:
-    def __init__(self, module: nn.Module, traced: fx.GraphModule):
+    def __init__(self, module: nn.Module, traced: fx.GraphModule, share_tensors: bool = False):
         self.module = module
         self.traced = traced
         self.store = TensorStore()
+        # id → the module's own parameters and buffers, when the store is to hold them as they are
+        self.own: dict[int, torch.Tensor] = (
+            {id(t): t for t in (*module.parameters(), *module.buffers())} if share_tensors else {}
+        )
         self.nodes: list[Node] = []
         self.value: dict[fx.Node, Node] = {}
         self.batch_sizes: set[fx.Node] = set()  # fx nodes holding x.size(0)
@@ -101,7 +107,11 @@ class _Importer:
         params = {}
         for role, (tensor, is_buffer) in (tensors or {}).items():
             tid = self.store.fresh_id(f"{node_id}.{role}")
-            self.store.add(tid, tensor.detach().clone(), buffer=is_buffer)
+            if id(tensor) in self.own:
+                # update() keeps the object itself (add() would detach a buffer into a new one)
+                self.store.update({tid: tensor})
+            else:  # a copy; also what a shared import does with a tensor it reshapes
+                self.store.add(tid, tensor.detach().clone(), buffer=is_buffer)
             params[role] = tid
         try:
             node = make_node(node_id, op, inputs, attrs, params)
@@ -467,6 +477,8 @@ def import_module(
     module: nn.Module,
     input_shape: tuple[int, ...] | list[tuple[int, ...]],
     name: str | None = None,
+    *,
+    share_tensors: bool = False,
 ) -> tuple[Graph, TensorStore]:
     """Trace ``module`` and translate it into a validated graph and a new store.
 
@@ -474,6 +486,9 @@ def import_module(
         module: a torch.fx-traceable module built from evoir's op set.
         input_shape: the shape of each input without the batch axis (one tuple, or a list of
             tuples for several inputs).
+        share_tensors: store the module's own ``nn.Parameter`` and buffer objects rather than
+            copies (a tensor the import reshapes, such as a Linear over a channels-last image
+            becoming a 1×1 convolution, is still a copy).
 
     Raises:
         UnsupportedError: naming the first fx node evoir cannot express.
@@ -483,7 +498,7 @@ def import_module(
         traced = fx.symbolic_trace(module)
     except Exception as err:  # tracing failures come in many types; all mean "not traceable"
         raise UnsupportedError(f"torch.fx cannot trace {type(module).__name__}: {err}") from None
-    imp = _Importer(module, traced)
+    imp = _Importer(module, traced, share_tensors)
     placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(shapes):
         raise UnsupportedError(
