@@ -158,7 +158,7 @@ def test_loss_stays_continuous_over_several_steps_after_growth():
     losses = [step(new, new_optimizer, x, y) for _ in range(3)]
     twin_losses = [step(twin, twin_optimizer, x, y) for _ in range(3)]
     assert losses[0] == twin_losses[0]
-    # afterwards the block contributes: the runs part, both still training
+    # from the second step on β is off zero and the block contributes; both runs keep learning
     assert losses[-1] < losses[0] and twin_losses[-1] < twin_losses[0]
 
 
