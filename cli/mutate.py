@@ -5,55 +5,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import typing
 from pathlib import Path
 
 import click
 
 from evoir.analysis import count_params
-from evoir.errors import EvoirError
+from evoir.errors import EvoirError, PassError
 from evoir.graph import Graph
 from evoir.modelfile import save_model
 from evoir.passes import all_passes, get_pass
-from evoir.passes.base import Preserves, parse_pass, parse_value
+from evoir.passes.base import Preserves, parse_pass
+from evoir.passes.options import build_pass as options_build_pass
 from evoir.passes.random_mutation import PRESERVING_OPS, random_mutation
 
 from .common import check_output, fail_check, human, load, model_argument, samples_option
 
-# Common flags and the pass option each one sets (first match wins).
-_FLAG_TARGETS = {
-    "at": ("at",),
-    "channels": ("channels", "width"),
-    "kernel": ("kernel", "kernels"),
-    "seed": ("seed",),
-}
-
 
 def build_pass(op: str, flags: dict, extra: tuple[str, ...]):
-    cls = get_pass(op)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict = {}
-    for flag, value in flags.items():
-        if value is None:
-            continue
-        target = next((t for t in _FLAG_TARGETS[flag] if t in fields), None)
-        if target is None:
-            raise EvoirError(
-                f"option --{flag} does not apply to {op} (its options: {', '.join(sorted(fields))})"
-            )
-        kwargs[target] = (value,) if target == "kernels" else value
+    """The pass of ``--op`` with its flags and ``--set KEY=VALUE`` options
+    (``passes.options.build_pass``, which gives ``--channels`` and ``--kernel`` their aliases)."""
+    fields = {f.name for f in dataclasses.fields(get_pass(op))}
+    options: dict = {}
     for item in extra:
         key, sep, text = item.partition("=")
         if not sep or key.strip() not in fields:
             raise EvoirError(
                 f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
             )
-        try:
-            kwargs[key.strip()] = parse_value(text, hints[key.strip()])
-        except ValueError as err:
-            raise EvoirError(f"--set {item!r}: {err}") from None
-    return cls(**kwargs)
+        options[key.strip()] = text
+    options.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return options_build_pass(op, options, label=lambda key: f"--{key}" if key in flags else f"--set {key}")
+    except PassError as err:
+        raise EvoirError(str(err)) from None
 
 
 @click.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from evoir.errors import PassError
@@ -23,8 +23,11 @@ from .base import Pass, get_pass, parse_value
 ALIASES = {"channels": ("channels", "width"), "kernel": ("kernel", "kernels")}
 
 
-def build_pass(op: str, options: Mapping[str, Any]) -> Pass:
-    """The pass ``op`` with ``options``.
+def build_pass(
+    op: str, options: Mapping[str, Any], label: Callable[[str], str] = lambda key: f"option '{key}'"
+) -> Pass:
+    """The pass ``op`` with ``options``; ``label`` names an option in messages (the CLI names
+    its flags).
 
     Raises:
         PassError: the op is unknown (naming the known ones), an option does not apply to it
@@ -39,17 +42,15 @@ def build_pass(op: str, options: Mapping[str, Any]) -> Pass:
             continue
         target = next((t for t in ALIASES.get(key, (key,)) if t in fields), None)
         if target is None:
-            raise PassError(
-                f"option '{key}' does not apply to {op} (its options: {', '.join(sorted(fields))})"
-            )
-        kwargs[target] = _fitted(op, target, value, hints[target])
+            raise PassError(f"{label(key)} does not apply to {op} (its options: {', '.join(sorted(fields))})")
+        kwargs[target] = _fitted(op, label(key), value, hints[target])
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise PassError(f"{op}: {err}") from None
 
 
-def _fitted(op: str, field: str, value: Any, tp: Any) -> Any:
+def _fitted(op: str, name: str, value: Any, tp: Any) -> Any:
     """``value`` in the field's form: parsed when a string stands for another type, a single
     value or a list made a tuple where the field is a tuple."""
     is_tuple = typing.get_origin(tp) is tuple
@@ -57,7 +58,7 @@ def _fitted(op: str, field: str, value: Any, tp: Any) -> Any:
         try:
             return parse_value(value, tp)
         except ValueError as err:
-            raise PassError(f"{op}: option '{field}': {err}") from None
+            raise PassError(f"{op}: {name}: {err}") from None
     if is_tuple:
         return tuple(value) if isinstance(value, (list, tuple)) else (value,)
     return value
