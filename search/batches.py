@@ -3,15 +3,22 @@
 Each epoch is a permutation drawn from the stream's own generator; the state (generator,
 current permutation, position) is saved in checkpoints, so a resumed run draws exactly the
 batches the uninterrupted run would have drawn.
+
+A streamed split (``StreamedSplit``: images on disk) draws the same batches: a copy of the
+stream's state runs ahead of it, drawing what ``next`` will draw, and DataLoader workers
+decode the batches of that copy's index order while training goes on. The stream's state is
+its own, never the copy's, so saving, resuming, ``skip`` and ``at`` keep their contract; a
+changed state only restarts the decoding from the new position.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import torch
 
-from .data import DataSet, Split
+from .data import DataSet, Split, StreamedSplit
 
 PAD = 4  # random-crop padding (He et al.)
 
@@ -34,16 +41,44 @@ class BatchStream:
         self.generator = torch.Generator().manual_seed(seed)
         self.order = torch.randperm(len(split), generator=self.generator)
         self.position = 0
-        # Keep the whole split on the device once: batches are then index lookups.
-        self.images = split.images.to(self.device)
+        # Keep the whole split on the device once: batches are then index lookups. A streamed
+        # split's batches come decoded from its workers (``_decoded``, started on demand).
+        self.images: torch.Tensor | None = None
+        if not isinstance(split, StreamedSplit):
+            self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
+        self._decoded: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self._advance().to(self.device)
-        x = self.data.normalise(self.images[idx])
+        if self.images is None and self._decoded is None:
+            self._decoded = self._decode_ahead()  # from the state before this batch's draws
+        drawn = self._advance()
+        idx = drawn.to(self.device)
+        x = self.data.normalise(self.images[idx] if self.images is not None else self._decoded_batch(drawn))
         if self.augment:
             x = self._augment(x)
         return x, self.labels[idx]
+
+    def _decoded_batch(self, drawn: torch.Tensor) -> torch.Tensor:
+        assert self._decoded is not None
+        decoded, images = next(self._decoded)
+        if not torch.equal(decoded, drawn):  # the copy ahead and the stream must agree
+            raise RuntimeError("the decoded batches left the stream's order")
+        return images.to(self.device, non_blocking=True)
+
+    def _decode_ahead(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The coming batches, decoded by the split's workers: a copy of this stream's state
+        draws ahead exactly what ``next`` will draw (indices, then the augmentation's draws)."""
+        assert isinstance(self.split, StreamedSplit)
+        ahead = self.at(self.state_dict())
+
+        def indices() -> Iterator[torch.Tensor]:
+            while True:
+                idx = ahead._advance()
+                ahead._augment_draws()
+                yield idx
+
+        return self.split.decode(indices(), pin=self.device.type == "cuda")
 
     def _advance(self) -> torch.Tensor:
         """The next batch's indices (a new permutation when the epoch is used up)."""
@@ -60,10 +95,15 @@ class BatchStream:
         begins (``workers/``), while the driver's stream moves past every share."""
         for _ in range(n):
             self._advance()
-            if self.augment:  # the draws ``_augment`` makes, in its order
-                torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
-                torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
-                torch.rand(self.batch_size, generator=self.generator)
+            self._augment_draws()
+        self._decoded = None  # decoding restarts where the stream now is
+
+    def _augment_draws(self) -> None:
+        """The generator draws ``_augment`` makes for a batch, in its order, without a batch."""
+        if self.augment:
+            torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
+            torch.randint(0, 2 * PAD + 1, (self.batch_size,), generator=self.generator)
+            torch.rand(self.batch_size, generator=self.generator)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Random crop (zero padding of 4, as He et al.) and horizontal flip."""
@@ -87,6 +127,7 @@ class BatchStream:
         """A second stream over the same images (not copied), starting at ``state``."""
         other = copy.copy(self)
         other.generator = torch.Generator().manual_seed(0)
+        other._decoded = None
         other.load_state_dict(state)
         return other
 
@@ -101,12 +142,21 @@ class BatchStream:
         self.generator.set_state(state["generator"])
         self.order = state["order"].clone()
         self.position = int(state["position"])
+        self._decoded = None  # decoding restarts where the stream now is
 
 
-def batches(data: DataSet, split: Split, batch_size: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The whole split in order, for evaluation."""
-    out = []
+def batches(
+    data: DataSet, split: Split, batch_size: int, device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole split in order, for evaluation, batch by batch (a streamed split's decoded
+    ahead by its workers)."""
+    device = torch.device(device)
+    if isinstance(split, StreamedSplit):
+        n = len(split)
+        order = (torch.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size))
+        for idx, images in split.decode(order, pin=device.type == "cuda"):
+            yield data.normalise(images.to(device, non_blocking=True)), split.labels[idx].to(device)
+        return
     for start in range(0, len(split), batch_size):
         x = split.images[start : start + batch_size].to(device)
-        out.append((data.normalise(x), split.labels[start : start + batch_size].to(device)))
-    return out
+        yield data.normalise(x), split.labels[start : start + batch_size].to(device)

@@ -55,9 +55,27 @@ class RunOptions(_Options):
         description="how a candidate is evaluated: train (train it, then validate), or "
         "table:PATH (look its validation accuracy up in a NAS-Bench-201 CSV; table.py)",
     )
-    dataset: str = "synthetic"
+    dataset: str = Field(
+        "synthetic",
+        description="a built-in set, or imagefolder:PATH, npz:FILE, torchvision:NAME, MODULE:ATTR "
+        "(search/sources/); a path is recorded absolute",
+    )
     data_dir: str | None = None
     val_size: int | None = None
+    val_fraction: float | None = Field(
+        None, gt=0, lt=1, description="validation split off the training set where the data has none"
+    )
+    test_fraction: float | None = Field(
+        None, gt=0, lt=1, description="test split off the training set where a user's data has none"
+    )
+    image_size: int | None = Field(None, ge=1, description="resize images to S×S (None: their own size)")
+    input_shape: tuple[int, int, int] | None = Field(
+        None, description="recorded when the run starts: the data's (channels, height, width)"
+    )
+    classes: int | None = Field(None, ge=1, description="recorded when the run starts: the data's classes")
+    examples: tuple[int, int, int] | None = Field(
+        None, description="recorded when the run starts: train/val/test examples; a resume checks all three"
+    )
     start: str | None = Field(None, description="None: the strategy's default start network")
     population: int = Field(10, ge=1, description="M: members after mutation")
     keep: int = Field(3, ge=1, description="K: members kept by selection")

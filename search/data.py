@@ -10,6 +10,10 @@ The training set is split once, with a fixed seed, into train and validation (45
 CIFAR, Real et al. and the report §5.3); the test set is touched only at the very end.
 ``synthetic`` is generated procedurally (deterministic, learnable, tiny) for the quickstart
 and the tests.
+
+A user's own data (``imagefolder:PATH``, ``npz:FILE``, ``torchvision:NAME``, ``MODULE:ATTR``)
+is read by ``sources/``; a split of it too large for memory is a ``StreamedSplit``, whose
+images stay on disk and are decoded batch by batch (``sources/memory.py`` has the rule).
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from evoir.errors import EvoirError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from .sources.items import ImageItems
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic")
 
@@ -44,6 +54,56 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``indices``."""
+        return self.images[indices]
+
+
+class StreamedSplit(Split):
+    """A split whose images stay on disk: labels in memory, images decoded when asked for by
+    ``items`` (``sources/items.py``), in ``workers`` DataLoader processes. ``images`` is not
+    there (code that needs the whole split in memory fails loudly); ``read`` decodes some in
+    this process, ``decode`` batches in workers."""
+
+    def __init__(self, items: ImageItems, labels: torch.Tensor, workers: int):
+        self.items = items
+        self.labels = labels
+        self.workers = workers
+
+    def __getattr__(self, name: str):
+        if name == "images":
+            raise AttributeError("a streamed split's images stay on disk: read(indices) decodes some")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"StreamedSplit({len(self)} images of {self.image_shape}, {self.workers} workers)"
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.items.spec.shape
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        from .sources.items import decode_batches
+
+        return next(decode_batches(self.items, [indices.reshape(-1)], workers=0))[1]
+
+    def decode(
+        self, batches: Iterable[torch.Tensor], pin: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each of ``batches`` (index tensors, in order, possibly endless) as ``(indices,
+        uint8 images)``, decoded ahead by the split's workers."""
+        from .sources.items import decode_batches
+
+        return decode_batches(self.items, batches, self.workers, pin)
+
 
 @dataclass
 class DataSet:
@@ -57,8 +117,7 @@ class DataSet:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.images.shape[1:]
-        return (int(c), int(h), int(w))
+        return self.train.image_shape
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images → float32, scaled to [0, 1] and standardised per channel."""
@@ -243,22 +302,54 @@ def load_dataset(
     val_size: int | None = None,
     download: bool = True,
     seed: int = 0,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    image_size: int | None = None,
 ) -> DataSet:
     """Load ``name`` and split its training set into train and validation.
 
-    ``val_size`` defaults to 5000 for the real sets (45k/5k on CIFAR) and a tenth of the
-    training set for ``synthetic``. The split is a fixed permutation of ``seed``.
+    ``name`` is a built-in set (``DATASETS``) or a user's own data: ``imagefolder:PATH``,
+    ``npz:FILE``, ``torchvision:NAME`` or ``MODULE:ATTR`` (``sources/``, which also splits off
+    a missing test split by ``test_fraction``).
+
+    ``val_size`` defaults to ``val_fraction`` of the training set, else 5000 for the real
+    sets (45k/5k on CIFAR) and a tenth of the training set for ``synthetic`` and a user's
+    data. The split is a fixed permutation of ``seed``. ``image_size`` resizes every image
+    (shorter side, then a centre crop; ``sources/images.py``).
 
     Raises:
-        EvoirError: unknown name, or no data and no way to download it (naming where to put it).
+        EvoirError: unknown name, no data and no way to download it (naming where to put
+        it), or a user's data that cannot be read (naming the file and the problem).
     """
+    if ":" in name:
+        from .sources.load import DataOptions, load_user_dataset
+
+        options = DataOptions(
+            seed=seed,
+            val_size=val_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            image_size=image_size,
+        )
+        return load_user_dataset(name, Path(data_dir or default_data_dir()), options)
     if name not in DATASETS:
-        raise EvoirError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
+        raise EvoirError(
+            f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}, or your own data: "
+            "imagefolder:PATH, npz:FILE, torchvision:NAME or MODULE:ATTR"
+        )
+    if test_fraction is not None:
+        raise EvoirError(f"--test-fraction: {name} has its own test split; drop --test-fraction")
     if name == "synthetic":
         train_all, test, classes = synthetic(seed=seed)
     else:
         train_all, test, classes = _read_standard(name, Path(data_dir or default_data_dir()), download)
+    if image_size is not None:
+        from .sources.images import resized
+
+        train_all, test = resized(train_all, image_size), resized(test, image_size)
     n = len(train_all)
+    if val_size is None and val_fraction is not None:
+        val_size = max(1, round(n * val_fraction))
     if val_size is None:
         val_size = n // 10 if name == "synthetic" else min(5000, n // 10)
     if not 0 < val_size < n:

@@ -21,6 +21,7 @@ from .config import SearchConfig
 from .data import DataSet, load_dataset
 from .engine import Search
 from .lock import RunLock, refuse_if_written
+from .sources import canonical
 from .start import initial_network
 from .strategies import new_search, resume_search
 from .table import Table
@@ -31,7 +32,41 @@ def _one_line(err: Exception) -> str:
 
 
 def load_data(config: SearchConfig) -> DataSet:
-    return load_dataset(config.dataset, config.data_dir, val_size=config.val_size, seed=config.seed)
+    """The data of ``config``; where it recorded what its data was (a run's config.json), the
+    data must still be that: the same input shape, classes and split sizes."""
+    data = load_dataset(
+        config.dataset,
+        config.data_dir,
+        val_size=config.val_size,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        image_size=config.image_size,
+    )
+    if config.input_shape is not None:
+        now = _described(data.input_shape, data.classes, _examples(data))
+        then = _described(config.input_shape, config.classes, config.examples)
+        if now != then:
+            raise EvoirError(f"{config.dataset}: the run recorded {then}, but the data now gives {now}")
+    return data
+
+
+def _examples(data: DataSet) -> tuple[int, int, int]:
+    return (len(data.train), len(data.val), len(data.test))
+
+
+def _described(shape: tuple[int, ...], classes: int | None, examples: tuple[int, ...] | None) -> str:
+    c, h, w = shape
+    counts = "" if examples is None else ", {} / {} / {} train/val/test examples".format(*examples)
+    return f"{c}×{h}×{w} images of {classes} classes{counts}"
+
+
+def recorded(config: SearchConfig, data: DataSet) -> SearchConfig:
+    """``config`` with what its data turned out to be: input shape, classes, examples per split
+    (a resumed run checks them: ``load_data``)."""
+    return config.model_copy(
+        update={"input_shape": data.input_shape, "classes": data.classes, "examples": _examples(data)}
+    )
 
 
 def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) -> tuple[Search, RunLock]:
@@ -46,7 +81,11 @@ def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) 
         require_ray()
     if config.table is not None:
         Table.load(config.table)  # a bad table is refused before the folder is touched
+    config = config.model_copy(update={"dataset": canonical(config.dataset)})
+    if config.data_dir is not None:
+        config = config.model_copy(update={"data_dir": str(Path(config.data_dir).expanduser().resolve())})
     data = load_data(config)
+    config = recorded(config, data)
     start = config.start_network
     initial = initial_network(start, data, config.seed) if start is not None else None
     if out.exists():
