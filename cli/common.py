@@ -126,3 +126,48 @@ def steps_progress(show_best: bool = False):
     if show_best:
         columns.append(TextColumn("best val {task.fields[best]}"))
     return Progress(*columns, TimeRemainingColumn(), console=console, disable=not console.is_terminal)
+
+
+DATASET_HELP = (
+    "The data: cifar10, cifar100, mnist, fashion-mnist, synthetic, or your own: "
+    "imagefolder:PATH (one subfolder of images per class, or train/ [val/] [test/] folders of them; "
+    "e.g. imagefolder:~/pics), "
+    "npz:FILE (arrays x_train, y_train [, x_val, y_val, x_test, y_test]), "
+    "torchvision:NAME (a torchvision.datasets class, files under --data-dir; e.g. torchvision:SVHN), "
+    "MODULE:ATTR or FILE.py:FN (a function returning (train, test) or (train, val, test) torch Datasets). "
+    "A missing val/test split is split off the training set with --seed."
+)
+
+
+def data_options(command):
+    """The data options of every command that reads a data set (``search``, ``train``,
+    ``eval``, ``rank-correlation``): one definition, so their forms cannot drift apart."""
+    for decorator in reversed(
+        [
+            click.option("--dataset", default="synthetic", show_default=True, help=DATASET_HELP),
+            click.option(
+                "--data-dir",
+                type=click.Path(file_okay=False),
+                help="Where the built-in and torchvision data sets live. [default: ~/.cache/evoir/data]",
+            ),
+            click.option(
+                "--val-fraction",
+                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                help="Validation split off the training set, where the data has none. "
+                "[default: 0.1; 5000 examples for the built-in real sets]",
+            ),
+            click.option(
+                "--test-fraction",
+                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                help="Test split off the training set, where your data has none. [default: 0.1]",
+            ),
+            click.option(
+                "--image-size",
+                type=click.IntRange(min=1),
+                help="Resize every image: shorter side to N, then a centre crop of N×N. "
+                "[default: the images' own size, when they all agree]",
+            ),
+        ]
+    ):
+        command = decorator(command)
+    return command

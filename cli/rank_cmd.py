@@ -11,7 +11,7 @@ import click
 from evoir.errors import EvoirError
 from evoir.modelfile import atomic_write_text
 
-from .common import INT_LIST, steps_progress, training_options
+from .common import INT_LIST, data_options, steps_progress, training_options
 
 
 def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digits: int) -> str:
@@ -35,13 +35,7 @@ def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digi
     metavar="SPEC",
     help="Also a fresh ERA network, e.g. basic,0-3-3-3,16,2,16 (block, blocks, filters, update, group size).",
 )
-@click.option(
-    "--dataset",
-    default="synthetic",
-    show_default=True,
-    help="cifar10, cifar100, mnist, fashion-mnist or synthetic.",
-)
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data sets live.")
+@data_options
 @click.option(
     "--budgets", type=INT_LIST, default="100,200,400", show_default=True, help="Increasing step counts."
 )
@@ -56,7 +50,21 @@ def _table(corner: str, columns: list, rows: list[tuple[str, list[float]]], digi
     help="Stop after this long (e.g. 30m): training stops at the next step and the budgets every network reached are reported.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing rank_correlation.json.")
-def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, time_budget, **training):
+def rank_cmd(
+    models,
+    era_specs,
+    dataset,
+    data_dir,
+    val_fraction,
+    test_fraction,
+    image_size,
+    budgets,
+    split,
+    out,
+    force,
+    time_budget,
+    **training,
+):
     """Train each network alone and rank them after every step budget.
 
     Each network is trained from the weights in its file (the same batches for all), and its
@@ -91,7 +99,14 @@ def rank_cmd(models, era_specs, dataset, data_dir, budgets, split, out, force, t
     if target is not None and target.exists() and not force:
         raise EvoirError(f"{target} exists; pass --force to overwrite it")
     config = SearchConfig(dataset=dataset, data_dir=data_dir, **training)
-    data = load_dataset(dataset, data_dir, seed=config.seed)
+    data = load_dataset(
+        dataset,
+        data_dir,
+        seed=config.seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        image_size=image_size,
+    )
     names = [str(p) for p in models] + [f"era:{spec}" for spec in era_specs]
     networks = [initial_network(str(p), data, config.seed) for p in models]  # checks they fit the data
     networks += [build(g, data.input_shape, data.classes, config.seed) for g in genomes]

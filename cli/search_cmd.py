@@ -11,21 +11,11 @@ from pydantic import ValidationError
 from evoir.errors import EvoirError
 from evoir.search.config import STRATEGIES
 
-from .common import check_output, human, load, model_argument, steps_progress, training_options
+from .common import check_output, data_options, human, load, model_argument, steps_progress, training_options
 
 
 @click.command("search")
-@click.option(
-    "--dataset",
-    default="synthetic",
-    show_default=True,
-    help="cifar10, cifar100, mnist, fashion-mnist or synthetic.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    help="Where the data sets live. [default: ~/.cache/evoir/data]",
-)
+@data_options
 @click.option(
     "--strategy",
     type=click.Choice(STRATEGIES),
@@ -208,6 +198,7 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
     Examples:
       evoir search --dataset synthetic -M 4 -K 2 -G 3 --initial-steps 200 --steps 100 --out runs/quick
       evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
+      evoir search --dataset imagefolder:~/pics --image-size 64 -M 4 -G 5 --steps 500 --out runs/pics
       evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
       evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
       evoir search --strategy regularized --space nb201 --fidelity table:nb201-cifar10.csv -M 10 -G 90 --out runs/nb
@@ -309,8 +300,7 @@ def _run_and_report(search, folder: Path) -> int | None:
 
 @click.command("train")
 @model_argument
-@click.option("--dataset", default="synthetic", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False))
+@data_options
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @training_options
 @click.option(
@@ -325,6 +315,9 @@ def train_cmd(
     model_path,
     dataset,
     data_dir,
+    val_fraction,
+    test_fraction,
+    image_size,
     steps,
     batch_size,
     lr,
@@ -356,6 +349,9 @@ def train_cmd(
     config = SearchConfig(
         dataset=dataset,
         data_dir=data_dir,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        image_size=image_size,
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,
@@ -387,17 +383,20 @@ def train_cmd(
 
 @click.command("eval")
 @model_argument
-@click.option("--dataset", default="synthetic", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False))
+@data_options
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="The seed that split the data: the run's --seed."
+)
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA where available), cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
+def eval_cmd(model_path, split, device, as_json, **data_options):
     """Accuracy of a model on the validation or test split.
 
     \b
     Example:
       evoir eval runs/ne/best.json --dataset cifar10 --data-dir data
+      evoir eval runs/pics/best.json --dataset imagefolder:~/pics --image-size 64
     """
     import torch
 
@@ -408,7 +407,7 @@ def eval_cmd(model_path, dataset, data_dir, split, device, as_json):
     from evoir.search.start import initial_network
 
     model = load(model_path)
-    data = load_data(SearchConfig(dataset=dataset, data_dir=data_dir))
+    data = load_data(SearchConfig(**data_options))
     initial_network(str(model_path), data, 0)  # checks that the model fits the data
     device = resolve_device(device)
     module = lower(model.graph, model.store.to(device))
