@@ -22,19 +22,19 @@ import gzip
 import io
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from evoir.errors import EvoirError
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+from .dataset import DataSet, Split
+from .sources.images import resized
+from .sources.items import StreamedSplit
+from .sources.load import DataOptions, load_user_dataset
 
-    from .sources.items import ImageItems
+__all__ = ["DATASETS", "DataSet", "Split", "StreamedSplit", "default_data_dir", "load_dataset", "synthetic"]
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic")
 
@@ -42,87 +42,6 @@ DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic")
 def default_data_dir() -> Path:
     """``$EVOIR_DATA`` or ``~/.cache/evoir/data``."""
     return Path(os.environ.get("EVOIR_DATA", Path.home() / ".cache" / "evoir" / "data"))
-
-
-@dataclass
-class Split:
-    """Images as uint8 (N, C, H, W) and labels as int64 (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.images.shape[1:]
-        return (int(c), int(h), int(w))
-
-    def read(self, indices: torch.Tensor) -> torch.Tensor:
-        """The uint8 images at ``indices``."""
-        return self.images[indices]
-
-
-class StreamedSplit(Split):
-    """A split whose images stay on disk: labels in memory, images decoded when asked for by
-    ``items`` (``sources/items.py``), in ``workers`` DataLoader processes. ``images`` is not
-    there (code that needs the whole split in memory fails loudly); ``read`` decodes some in
-    this process, ``decode`` batches in workers."""
-
-    def __init__(self, items: ImageItems, labels: torch.Tensor, workers: int):
-        self.items = items
-        self.labels = labels
-        self.workers = workers
-
-    def __getattr__(self, name: str):
-        if name == "images":
-            raise AttributeError("a streamed split's images stay on disk: read(indices) decodes some")
-        raise AttributeError(name)
-
-    def __repr__(self) -> str:
-        return f"StreamedSplit({len(self)} images of {self.image_shape}, {self.workers} workers)"
-
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.items.spec.shape
-
-    def read(self, indices: torch.Tensor) -> torch.Tensor:
-        from .sources.items import decode_batches
-
-        return next(decode_batches(self.items, [indices.reshape(-1)], workers=0))[1]
-
-    def decode(
-        self, batches: Iterable[torch.Tensor], pin: bool = False
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Each of ``batches`` (index tensors, in order, possibly endless) as ``(indices,
-        uint8 images)``, decoded ahead by the split's workers."""
-        from .sources.items import decode_batches
-
-        return decode_batches(self.items, batches, self.workers, pin)
-
-
-@dataclass
-class DataSet:
-    name: str
-    train: Split
-    val: Split
-    test: Split
-    classes: int
-    mean: torch.Tensor  # per channel, in [0, 1] units, from the training split
-    std: torch.Tensor
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.train.image_shape
-
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images → float32, scaled to [0, 1] and standardised per channel."""
-        x = images.float().div_(255)
-        return (x - self.mean.view(1, -1, 1, 1).to(x.device)) / self.std.view(1, -1, 1, 1).to(x.device)
 
 
 # ---- reading the standard files -------------------------------------------------------------
@@ -322,8 +241,6 @@ def load_dataset(
         it), or a user's data that cannot be read (naming the file and the problem).
     """
     if ":" in name:
-        from .sources.load import DataOptions, load_user_dataset
-
         options = DataOptions(
             seed=seed,
             val_size=val_size,
@@ -344,8 +261,6 @@ def load_dataset(
     else:
         train_all, test, classes = _read_standard(name, Path(data_dir or default_data_dir()), download)
     if image_size is not None:
-        from .sources.images import resized
-
         train_all, test = resized(train_all, image_size), resized(test, image_size)
     n = len(train_all)
     if val_size is None and val_fraction is not None:

@@ -25,8 +25,8 @@ import torch
 
 from evoir.errors import EvoirError
 
-from ..data import DataSet, Split, StreamedSplit
-from .items import ImageItems, decode_all, in_order
+from ..dataset import DataSet, Split
+from .items import ImageItems, StreamedSplit, decode_all, in_order
 from .memory import loader_workers, memory_limit
 
 DEFAULT_FRACTION = 0.1

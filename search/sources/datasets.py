@@ -20,7 +20,7 @@ import torch
 
 from evoir.errors import EvoirError
 
-from ..data import Split
+from ..dataset import Split
 from .assemble import DataOptions, Part, Pending, Source
 from .images import conform, is_gray, spec_of, to_pil
 from .items import DatasetImages, image_of, item_at, label_of

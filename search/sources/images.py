@@ -19,7 +19,6 @@ The rule (``ImageSpec``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,8 +26,7 @@ from PIL import Image
 
 from evoir.errors import EvoirError
 
-if TYPE_CHECKING:
-    from ..data import Split
+from ..dataset import Split
 
 GRAY_BANDS = frozenset({"1", "L", "I", "F", "A"})  # bands of a grayscale image (alpha ignored)
 
@@ -167,8 +165,6 @@ def to_pil(item: object, where: str) -> Image.Image:
 def resized(split: Split, size: int) -> Split:
     """An in-memory ``Split`` with every image resized to ``size`` × ``size`` by the rule of
     ``conform`` (a no-op when they are that size already)."""
-    from ..data import Split
-
     c, h, w = split.image_shape
     if (h, w) == (size, size):
         return split

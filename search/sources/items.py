@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from evoir.errors import EvoirError
 
+from ..dataset import Split
 from .images import ImageSpec, conform, to_pil
 
 
@@ -187,3 +188,40 @@ def decode_all(items: ImageItems, workers: int) -> torch.Tensor:
     for indices, images in decode_batches(items, in_order(len(items), batch), workers):
         out[indices[0] : indices[-1] + 1] = images
     return out
+
+
+class StreamedSplit(Split):
+    """A split whose images stay on disk: labels in memory, images decoded when asked for by
+    ``items`` (``sources/items.py``), in ``workers`` DataLoader processes. ``images`` is not
+    there (code that needs the whole split in memory fails loudly); ``read`` decodes some in
+    this process, ``decode`` batches in workers."""
+
+    def __init__(self, items: ImageItems, labels: torch.Tensor, workers: int):
+        self.items = items
+        self.labels = labels
+        self.workers = workers
+
+    def __getattr__(self, name: str):
+        if name == "images":
+            raise AttributeError("a streamed split's images stay on disk: read(indices) decodes some")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"StreamedSplit({len(self)} images of {self.image_shape}, {self.workers} workers)"
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.items.spec.shape
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        return next(decode_batches(self.items, [indices.reshape(-1)], workers=0))[1]
+
+    def decode(
+        self, batches: Iterable[torch.Tensor], pin: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each of ``batches`` (index tensors, in order, possibly endless) as ``(indices,
+        uint8 images)``, decoded ahead by the split's workers."""
+        return decode_batches(self.items, batches, self.workers, pin)

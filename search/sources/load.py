@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import DataSet
+from ..dataset import DataSet
 from . import parse
 from .assemble import DataOptions, Source, assemble
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from evoir.errors import EvoirError
 
-from ..data import Split
+from ..dataset import Split
 from .assemble import DataOptions, Source
 from .images import ImageSpec, channel_axis, conform, to_uint8
 
