@@ -93,9 +93,19 @@ class BatchStream:
         """Advance past ``n`` batches without building them: the state afterwards is that of
         ``n`` calls of ``next``. Parallel workers each start where their share of the stream
         begins (``workers/``), while the driver's stream moves past every share."""
-        for _ in range(n):
-            self._advance()
-            self._augment_draws()
+        if self.augment:  # the augmentation draws come batch by batch
+            for _ in range(n):
+                self._advance()
+                self._augment_draws()
+        else:  # whole epochs at a time: only the permutations draw from the generator
+            while n > 0:
+                if self.position + self.batch_size > len(self.order):
+                    self._advance()
+                    n -= 1
+                    continue
+                k = min(n, (len(self.order) - self.position) // self.batch_size)
+                self.position += k * self.batch_size
+                n -= k
         self._decoded = None  # decoding restarts where the stream now is
 
     def _augment_draws(self) -> None:

@@ -259,7 +259,8 @@ def test_merge_rule_for_tensors_several_workers_trained(rule):
 def test_skipping_batches_leaves_the_stream_where_drawing_them_would(data, augment):
     drawn = BatchStream(data, data.train, 256, seed=5, augment=augment)
     skipped = BatchStream(data, data.train, 256, seed=5, augment=augment)
-    n = len(data.train) // 256 + 3  # across an epoch's end
+    drawn.next(), skipped.next()  # from inside an epoch
+    n = 3 * (len(data.train) // 256) + 3  # across several epochs' ends
     for _ in range(n):
         drawn.next()
     skipped.skip(n)
