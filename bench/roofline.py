@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from evoir.backends.torch_fx import lower
 from evoir.modelfile import atomic_write_text
 from evoir.passes.random_mutation import random_mutation
-from evoir.search.optim import SharedAdam
+from evoir.search.optim import SharedOptimizer
 from evoir.templates import painter_base, resnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def training_rate(graph, store, device: torch.device, repeats: int, batch: int =
     store = store.to(device)
     module = lower(graph, store).train()
     params = {tid: store[tid] for tid in graph.parameter_ids()}
-    optimizer = SharedAdam()
+    optimizer = SharedOptimizer()
     x = torch.randn(batch, *graph.input_nodes[0].type.shape, device=device)
     y = torch.randint(0, graph.output_nodes[0].type.shape[0], (batch,), device=device)
 

@@ -101,6 +101,54 @@ def training_options(command):
                 "--lr", type=click.FloatRange(min=0, min_open=True), default=0.003, show_default=True
             ),
             click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True),
+            click.option(
+                "--optimizer",
+                type=click.Choice(["adam", "adamw", "sgd"]),
+                default="adam",
+                show_default=True,
+                help="Its state is kept per tensor and inherited by children.",
+            ),
+            click.option(
+                "--momentum",
+                type=click.FloatRange(min=0, max=1, max_open=True),
+                default=0.9,
+                show_default=True,
+                help="SGD's momentum.",
+            ),
+            click.option("--nesterov", is_flag=True, help="SGD with Nesterov momentum."),
+            click.option(
+                "--schedule",
+                type=click.Choice(["constant", "cosine", "onecycle"]),
+                default="constant",
+                show_default=True,
+                help="Learning-rate schedule (a factor on each member's own rate).",
+            ),
+            click.option(
+                "--warmup",
+                type=click.FloatRange(min=0, max=1, max_open=True),
+                default=0.0,
+                show_default=True,
+                help="Linear warm-up, as a fraction of the schedule (onecycle: its rising part, 0.3 if 0).",
+            ),
+            click.option(
+                "--label-smoothing",
+                type=click.FloatRange(min=0, max=1, max_open=True),
+                default=0.0,
+                show_default=True,
+            ),
+            click.option(
+                "--grad-clip",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Clip each step's gradient to this norm.",
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(["fp32", "bf16"]),
+                default="fp32",
+                show_default=True,
+                help="bf16: forward pass under autocast (faster on GPUs and on CPUs with bf16 "
+                "instructions; python -m bench.precision measures yours).",
+            ),
             click.option("--augment", is_flag=True, help="Random crop and horizontal flip."),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option(

@@ -98,7 +98,7 @@ def rank_cmd(
     target = out / "rank_correlation.json" if out is not None else None
     if target is not None and target.exists() and not force:
         raise EvoirError(f"{target} exists; pass --force to overwrite it")
-    config = SearchConfig(dataset=dataset, data_dir=data_dir, **training)
+    config = SearchConfig.checked(dataset=dataset, data_dir=data_dir, **training)
     data = load_dataset(
         dataset,
         data_dir,

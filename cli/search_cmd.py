@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from evoir.errors import EvoirError
 from evoir.search.config import STRATEGIES
@@ -138,6 +137,14 @@ from .common import check_output, data_options, human, load, model_argument, ste
 )
 @training_options
 @click.option(
+    "--schedule-scope",
+    type=click.Choice(["run", "generation"]),
+    default="run",
+    show_default=True,
+    help="ne, speciation: one schedule over the run's N_i + G·N_j steps, or one per generation's training "
+    "(a steady-state candidate's schedule spans its own training either way).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     help="Train on N parallel workers of a local Ray runtime (needs the ray extra). Steady-state "
@@ -169,6 +176,12 @@ from .common import check_output, data_options, human, load, model_argument, ste
     type=click.Path(file_okay=False, path_type=Path),
     help="Continue the run in this folder from its last checkpoint.",
 )
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Also write TensorBoard scalars to RUN/tensorboard/ (tensorboard --logdir RUN; needs the "
+    "tensorboard extra).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 def search_cmd(out, resume, force, budget, ray_address, **options):
     """Search for networks; every strategy writes the same run folder.
@@ -199,6 +212,7 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
       evoir search --dataset synthetic -M 4 -K 2 -G 3 --initial-steps 200 --steps 100 --out runs/quick
       evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
       evoir search --dataset imagefolder:~/pics --image-size 64 -M 4 -G 5 --steps 500 --out runs/pics
+      evoir search --dataset cifar10 --optimizer sgd --nesterov --lr 0.05 --schedule cosine --out runs/sgd
       evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
       evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
       evoir search --strategy regularized --space nb201 --fidelity table:nb201-cifar10.csv -M 10 -G 90 --out runs/nb
@@ -209,6 +223,7 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
     """
     from evoir.search.config import SearchConfig, parse_budget
     from evoir.search.launch import open_run
+    from evoir.search.tensorboard import check_available
 
     if resume is not None:
         if out is not None:
@@ -219,14 +234,12 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
     else:
         if out is None:
             raise EvoirError("--out RUN_FOLDER is required (or --resume RUN_FOLDER)")
-        try:
-            fidelity = options["fidelity"]
-            if fidelity.startswith("table:") and fidelity != "table:":  # resumable from anywhere
-                options["fidelity"] = "table:" + str(Path(fidelity.removeprefix("table:")).resolve())
-            config = SearchConfig(budget_s=parse_budget(budget), **options)
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise EvoirError(first["msg"].removeprefix("Value error, ")) from None
+        fidelity = options["fidelity"]
+        if fidelity.startswith("table:") and fidelity != "table:":  # resumable from anywhere
+            options["fidelity"] = "table:" + str(Path(fidelity.removeprefix("table:")).resolve())
+        config = SearchConfig.checked(budget_s=parse_budget(budget), **options)
+        if config.tensorboard:
+            check_available()
         opened = open_run(config, out=out, force=force, ray_address=ray_address)
     with opened as search:
         if resume is not None:
@@ -276,8 +289,12 @@ def _run_and_report(search, folder: Path) -> int | None:
     if results["best"] is None:
         click.echo("no member was evaluated before the run stopped: no best network (summary.md says so)")
     else:
-        which = "best of the final population" if "table" in results else "best single"
-        parts = [f"{which} {results['best']['test_acc']:.4f}"]
+        best = results["best"]
+        which = "best by validation" if "table" in results else "best single"
+        parts = [f"{which} {best['test_acc']:.4f} ({best['id']}, generation {best['generation']})"]
+        last = results["last_generation_best"]
+        if last["id"] != best["id"] and "table" not in results:
+            parts.append(f"last generation's best {last['test_acc']:.4f}")
         if "ensemble" in results:
             parts += [
                 f"ensemble {results['ensemble']['test_acc']:.4f}",
@@ -310,30 +327,24 @@ def _run_and_report(search, folder: Path) -> int | None:
     help="Trained model (default: MODEL-trained.json).",
 )
 @click.option("--budget", help="Stop after this long (e.g. 90s, 30m) and write the model as it is.")
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Write the training loss and the validation accuracy as TensorBoard scalars to OUTPUT.tensorboard/.",
+)
 @click.option("--force", is_flag=True)
-def train_cmd(
-    model_path,
-    dataset,
-    data_dir,
-    val_fraction,
-    test_fraction,
-    image_size,
-    steps,
-    batch_size,
-    lr,
-    weight_decay,
-    augment,
-    seed,
-    device,
-    budget,
-    output,
-    force,
-):
-    """Train one network with the search's own loop (Adam, same batches): the baseline.
+def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output, force, **recipe):
+    """Train one network with the search's own loop and recipe (same batches): the baseline.
+
+    The optimiser's state is written beside the trained model (MODEL.optim.safetensors) and
+    read again when that model is trained further with the same optimiser, so continuing a
+    training does not reset Adam's moments or SGD's momentum.
 
     \b
-    Example:
+    Examples:
       evoir train base.json --dataset cifar10 --data-dir data --steps 8000 -o base-trained.json
+      evoir train base.json --optimizer sgd --nesterov --lr 0.05 --schedule cosine --warmup 0.05
+      evoir train base-trained.json --steps 2000   # continues with its optimiser state
     """
     import torch
 
@@ -341,40 +352,46 @@ def train_cmd(
     from evoir.search.config import SearchConfig, parse_budget, resolve_device
     from evoir.search.launch import load_data
     from evoir.search.member import Member, StopRequested
+    from evoir.search.optimizer_file import load_optimizer_state, save_optimizer_state
     from evoir.search.start import initial_network
     from evoir.search.stop import Deadline, exit_status, stop_on_signals
+    from evoir.search.tensorboard import TrainingScalars, check_available
     from evoir.search.trainer import Trainer
 
+    if tensorboard:
+        check_available()
     output = check_output(output or model_path.with_name(f"{model_path.stem}-trained.json"), force)
-    config = SearchConfig(
-        dataset=dataset,
-        data_dir=data_dir,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        image_size=image_size,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        augment=augment,
-        seed=seed,
-        device=device,
-    )
+    config = SearchConfig.checked(dataset=dataset, data_dir=data_dir, **recipe)
     data = load_data(config)
-    graph, store = initial_network(str(model_path), data, seed)
+    graph, store = initial_network(str(model_path), data, config.seed)
     device = torch.device(resolve_device(config.device))
     deadline = Deadline(parse_budget(budget))
     trainer = Trainer.for_run(data, store.to(device), config, config.seed, device, deadline)
+    note = load_optimizer_state(model_path, trainer.optimizer, device)
+    trainer.optimizer.retain(trainer.store)
+    if note is not None:
+        click.echo(note, err=True)
     member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
+    scalars = TrainingScalars(output, steps) if tensorboard else None
     with stop_on_signals(deadline) as received:
         with steps_progress(show_best=True) as progress:
             task = progress.add_task("training", total=steps, best="-")
-            trainer.on_step = lambda n: progress.advance(task, n)
+
+            def on_step(n: int) -> None:
+                progress.advance(task, n)
+                if scalars is not None:
+                    scalars.step(member.steps, trainer.losses)
+
+            trainer.on_step = on_step
             try:
                 trainer.joint_train(steps, [member])
             except StopRequested as stop:
                 click.echo(f"stopped ({stop}) after {member.steps} of {steps} steps")
         accuracy = trainer.evaluations_on([member], data.val)[0].accuracy
         save_model(output, member.graph, trainer.store)
+        save_optimizer_state(output, trainer.optimizer)
+        if scalars is not None:
+            scalars.end(member.steps, accuracy)
     click.echo(f"trained {member.steps} steps: validation accuracy {accuracy:.4f}; wrote {output}")
     status = exit_status(received)
     if status is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evoir.errors import EvoirError
 
@@ -95,6 +95,7 @@ class RunOptions(_Options):
         "their deltas (workers/generation.py)",
     )
     budget_s: float | None = Field(None, gt=0)
+    tensorboard: bool = Field(False, description="TensorBoard scalars in RUN/tensorboard/ (tensorboard.py)")
 
 
 class RecipeOptions(_Options):
@@ -104,6 +105,19 @@ class RecipeOptions(_Options):
     eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
     lr: float = Field(0.003, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD's momentum")
+    nesterov: bool = Field(False, description="SGD with Nesterov momentum")
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup: float = Field(0.0, ge=0, lt=1, description="the schedule's warm-up, a fraction of its steps")
+    schedule_scope: Literal["run", "generation"] = Field(
+        "run",
+        description="what one schedule spans in a generational search: every step of the run, or "
+        "each generation's training (schedule.py); a steady-state candidate's spans its training",
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="the largest gradient norm of a step")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward pass under autocast")
     augment: bool = False
     stack_members: bool | None = Field(
         None,
@@ -173,6 +187,18 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
             if self.selection == "coevolution":
                 raise ValueError("--selection coevolution needs per-example results; a table has none")
         return self
+
+    @classmethod
+    def checked(cls, **options) -> SearchConfig:
+        """The configuration of ``options``; a value a user gave wrong is one ``EvoirError``
+        (the first of pydantic's messages)."""
+        try:
+            return cls(**options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            message = first["msg"].removeprefix("Value error, ")
+            raise EvoirError(f"--{where.replace('_', '-')}: {message}" if where else message) from None
 
     @property
     def table(self) -> str | None:

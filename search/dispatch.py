@@ -22,6 +22,7 @@ from .config import SearchConfig
 from .evaluate import Evaluation
 from .member import Member, StopRequested
 from .run import Run
+from .schedule import Phase
 from .trainer import Trainer
 from .workers.executor import Executor
 from .workers.generation import shares, step_split, worker_rng_states
@@ -54,6 +55,7 @@ def train_members(
     executor = executor or search.executor
     parts = shares(members, executor.slots)
     counts = [steps] * len(parts) if each else step_split(steps, [len(p) for p in parts])
+    phase = schedule_phase(search.config, search.generation + 1, steps)
     stream = trainer.stream.at(trainer.stream.state_dict())
     tasks = []
     for w, (part, n) in enumerate(zip(parts, counts, strict=True)):
@@ -63,10 +65,18 @@ def train_members(
             joint_rng, rng = worker_rng_states(search.config.seed, search.generation + 1, w)
         tasks.append(
             make_task(
-                part, n, trainer.settings, each=each, stream=stream.state_dict(), joint_rng=joint_rng, rng=rng
+                part,
+                n,
+                trainer.settings,
+                each=each,
+                stream=stream.state_dict(),
+                joint_rng=joint_rng,
+                rng=rng,
+                phase=phase,
             )
         )
-        stream.skip(n * len(part) if each else n)
+        if w < len(parts) - 1:  # the next share starts where this one ends
+            stream.skip(n * len(part) if each else n)
     try:
         results = executor.run(tasks, search.should_stop)
     except StopRequested as stop:  # in this process: the steps taken so far count
@@ -82,6 +92,18 @@ def train_members(
     trainer.joint_rng.set_state(results[0].joint_rng)
     if not any(m.dropped is None for m in members):
         raise EvoirError(f"every member failed; the last: {members[-1].dropped}")
+
+
+def schedule_phase(config: SearchConfig, generation: int, steps: int) -> Phase:
+    """Where generation ``generation``'s ``steps`` lie on the learning-rate schedule
+    (``schedule.py``): with ``--schedule-scope run``, after the N_i + (g − 1)·N_j steps of the
+    generations before it, on a schedule of N_i + G·N_j; else the whole of its own. Every
+    worker's share of the steps spans the same stretch (the shares run at once)."""
+    total = config.initial_steps + config.generations * config.steps
+    if config.schedule_scope != "run" or steps > total:
+        return Phase.whole(steps)
+    start = 0 if generation == 0 else config.initial_steps + (generation - 1) * config.steps
+    return Phase(min(start, total - steps), steps, total)
 
 
 def evaluate_members(search: Search, members: list[Member], executor: Executor) -> None:

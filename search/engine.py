@@ -25,6 +25,7 @@ from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from . import dispatch, persist
+from .champion import Champion
 from .config import SearchConfig, resolve_device
 from .data import DataSet
 from .evaluate import Evaluation
@@ -108,7 +109,7 @@ class Search:
         self.data = data
         self.device = torch.device(resolve_device(config.device))
         self.rng = random.Random(config.seed)
-        self.job = Run(folder, config.budget_s)
+        self.job = Run(folder, config.budget_s, config.tensorboard)
         self.population = Population(self.device, config.lr, config.weight_decay)
         self.trainer = Trainer.for_run(
             data, self.population.store, config, config.seed, self.device, self.job.deadline, self.job.clock
@@ -127,6 +128,7 @@ class Search:
         self.dropped: list[dict] = []  # members dropped during the generation, for its events
         self.strategy = strategy
         self.loop = strategy.loop(self)
+        self.champion = Champion()  # the best member seen, as it was evaluated (champion.py)
 
     @property
     def name(self) -> str:
@@ -284,13 +286,19 @@ class Search:
             flops_train=self.flops_train,
             flops_eval=self.flops_eval,
             elapsed_s=self.total_elapsed(),
+            train_loss=self.trainer.losses.take(),
         )
         self.history.append(record)
         self.job.append_history(record)
         events, self.dropped = self.dropped, []
         self.job.append_events(events + [member_event(self.generation, m) for m in self.members])
+        self.champion.consider(self)  # its file before the checkpoint: see champion.restore
         self.save_checkpoint()
         self.progress.on_generation(record)
+
+    def network_of(self, member: Member) -> tuple[Graph, TensorStore]:
+        """``member``'s network with weights, as its model file holds it."""
+        return self.strategy.network(self, member)
 
     def save_checkpoint(self) -> None:
         persist.save(self)

@@ -14,6 +14,7 @@ import torch
 from evoir.store import TensorStore
 
 from . import checkpoint
+from .champion import Champion
 from .checkpoint import RunState, RunTensors
 from .config import SearchConfig
 from .member import Member
@@ -29,6 +30,7 @@ class Search(Protocol):
     rng: random.Random
     job: Run
     population: Population
+    champion: Champion
     trainer: Trainer
     device: torch.device
     generation: int
@@ -118,6 +120,7 @@ def resume(folder: Path, new: Callable[[SearchConfig], S]) -> S:
     population.evaluated = state.evaluated
     search.steps_trained = state.steps_trained
     search.load_strategy_state(state.strategy_state, tensors.extra)
+    search.champion.restore(folder)
     kept = search.job.truncate_logs()
     search.history = state.history + kept  # older runs kept their history in the JSON
     return search

@@ -12,7 +12,7 @@ from .selection import coverage
 
 def generation_record(population: Population, generation: int, selected: list[str], **counts) -> dict:
     """The history record of ``generation``; ``counts`` are the run's ``flops_train``,
-    ``flops_eval`` and ``elapsed_s``."""
+    ``flops_eval``, ``elapsed_s`` and the mean ``train_loss`` since the last generation."""
     members, store = population.members, population.store
     ids = [m.id for m in members]
     best = population.best()
@@ -31,6 +31,7 @@ def generation_record(population: Population, generation: int, selected: list[st
         "independent_bytes": sum(sizes.get(tid, 0) for m in members for tid in m.graph.tensor_ids()),
         "params_best": analyze(best.graph).params,
         "elapsed_s": round(counts["elapsed_s"], 2),
+        "train_loss": counts.get("train_loss"),
         "parents_selected": selected,
         "evaluated": population.evaluated,
     }

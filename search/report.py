@@ -39,20 +39,26 @@ def finalize(search: Search) -> dict:
     if not any(m.val_acc is not None for m in search.members):
         return _nothing_evaluated(search)
     final = search.final_selection()
-    best = max(final, key=lambda m: m.val_acc or 0)
+    last = max(final, key=lambda m: m.val_acc or 0)
     # One pass over each split for all the final members (shared nodes once, stacks batched).
     test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
-    graph, store = search.strategy.network(search, best)
+    champion = search.champion
+    champion.consider(search)  # members evaluated after a stop count too
+    network = champion.snapshot()
+    assert champion.record is not None and champion.member is not None and network is not None
+    best, graph = champion.member, network[0]
     results = {
         "best": {
             "id": best.id,
-            "test_acc": test[best.id].accuracy,
+            "generation": champion.record.generation,
+            "test_acc": _champion_test(search, test),
             "val_acc": best.val_acc,
             "params": analyze(graph).params,
             "flops": analyze(graph).flops,
             **({"genome": best.genome} if best.genome is not None else {}),
             "lineage": list(graph.metadata.get("lineage", ())),
         },
+        "last_generation_best": {"id": last.id, "test_acc": test[last.id].accuracy, "val_acc": last.val_acc},
         "flops_spent": search.flops_train + search.flops_eval,
         "flops_train": search.flops_train,
         "generations": search.generation,
@@ -76,7 +82,6 @@ def finalize(search: Search) -> dict:
             "params": analyze(base).params,
             "flops": analyze(base).flops,
         }
-    save_model(folder / "best.json", graph, store)
     if all(test[m.id].probs is not None for m in final):  # a table has no predictions to ensemble
         results.update(_ensembles(search, final, test))
     results["seconds"] = search.job.time_spent()
@@ -87,6 +92,22 @@ def finalize(search: Search) -> dict:
     plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
     plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
     return results
+
+
+def _champion_test(search: Search, final_tests: dict[str, Evaluation]) -> float:
+    """The champion's test accuracy, of its snapshot's weights (a table looks its cell up).
+    A champion of the last generation has trained no further since: its evaluation is among
+    the final members'."""
+    champion = search.champion
+    member, network, record = champion.member, champion.snapshot(), champion.record
+    assert member is not None and network is not None and record is not None
+    if record.generation == search.generation and member.id in final_tests and not search.stopped:
+        return final_tests[member.id].accuracy
+    if search.trainer.evaluator is not None:
+        return search.evaluations_on([member], search.data.test)[0].accuracy
+    graph, store = network
+    module = lower(graph, store.to(search.device))
+    return evaluate(module, search.data, search.data.test, search.device, search.config.eval_batch_size).accuracy
 
 
 def _ensembles(search: Search, final: list[Member], test: dict[str, Evaluation]) -> dict:
@@ -198,13 +219,16 @@ def summary_markdown(search: Search, r: dict) -> str:
     rows.append(
         (
             f"{'NE' if cfg.strategy == 'ne' else cfg.strategy} "
-            + ("best of the final population" if table else "best single")
-            + f" ({r['best']['id']})",
+            + ("best by validation" if table else "best single")
+            + f" ({r['best']['id']}, generation {r['best']['generation']})",
             r["best"]["test_acc"],
             r["best"]["params"],
             _fmt_flops(r["flops_spent"]),
         )
     )
+    last = r["last_generation_best"]
+    if last["id"] != r["best"]["id"] and not table:
+        rows.append((f"best of the last generation ({last['id']})", last["test_acc"], None, "—"))
     if "ensemble" in r:
         ens = r["ensemble"]
         flops = _fmt_flops(r["flops_spent"])
@@ -228,7 +252,10 @@ def summary_markdown(search: Search, r: dict) -> str:
         "| network | test accuracy | parameters | FLOPs spent |",
         "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {name} | {acc:.4f} | {params:,} | {flops} |" for name, acc, params, flops in rows]
+    lines += [
+        f"| {name} | {acc:.4f} | {'—' if params is None else f'{params:,}'} | {flops} |"
+        for name, acc, params, flops in rows
+    ]
     if r.get("stopped"):
         lines += [
             "",

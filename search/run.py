@@ -17,6 +17,7 @@ from evoir.modelfile import atomic_write_text
 
 from .checkpoint import JSON_NAME, CheckpointWriter, RunState, RunTensors
 from .stop import Deadline
+from .tensorboard import GenerationScalars
 from .timing import TimeAccount
 
 EVENTS = "events.jsonl"
@@ -32,7 +33,7 @@ class Progress:
 
 
 class Run:
-    def __init__(self, folder: Path | None, budget_s: float | None = None):
+    def __init__(self, folder: Path | None, budget_s: float | None = None, tensorboard: bool = False):
         self.folder = folder
         self.deadline = Deadline(budget_s)
         self.clock = TimeAccount()
@@ -42,6 +43,7 @@ class Run:
         self.events_written = 0
         self.history_written = 0
         self.writer = CheckpointWriter(folder) if folder is not None else None
+        self.scalars = GenerationScalars(folder) if folder is not None and tensorboard else None
 
     # ---- stopping ------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -75,6 +77,8 @@ class Run:
 
     def append_history(self, record: dict) -> None:
         self.history_written += self._append(HISTORY, [record])
+        if self.scalars is not None:
+            self.scalars.write(record)
 
     def _append(self, name: str, records: list[dict]) -> int:
         if self.folder is not None and records:

@@ -2,8 +2,8 @@
 
 ``stack_groups`` sorts members into groups of one architecture that share no tensor (the
 members speciation, its control and ERA's searches train on their own). A ``StackedTrainer``
-holds a group as one ``StackedModule`` plus its Adam moments stacked the same way; each step
-takes one batch per member and updates every member exactly as ``SharedAdam`` would update it
+holds a group as one ``StackedModule`` plus its optimiser state stacked the same way; each step
+takes one batch per member and updates every member exactly as ``SharedOptimizer`` would update it
 alone (the same arithmetic on a stacked first axis). ``finish`` writes the tensors and the
 moments back to the store and the optimiser, so nothing outside sees the stacking.
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from evoir.backends.torch_fx.stacked import StackedModule, architecture_key, lower_stacked
 from evoir.store import TensorStore
 
+from .losses import LossMeter
 from .member import Member
-from .optim import SharedAdam, adam_step_
+from .optim import SharedOptimizer, update_
+from .recipe import TrainSettings
 
 
 def stacks(graph, device: torch.device, setting: bool | None) -> bool:
@@ -51,36 +52,54 @@ def stack_groups(graphs: list, store: TensorStore) -> list[list[int]]:
 
 
 class StackedTrainer:
-    def __init__(self, graphs: list, store: TensorStore, optimizer: SharedAdam):
+    def __init__(
+        self, graphs: list, store: TensorStore, optimizer: SharedOptimizer, settings: TrainSettings | None = None
+    ):
         self.stack: StackedModule = lower_stacked(graphs, store)
         self.optimizer = optimizer
+        self.settings = settings or TrainSettings(optimizer=optimizer.settings)
         ids = self.stack.tensor_ids
         self.moments: dict[str, dict[str, torch.Tensor]] = {}
         for name, p in self.stack.parameters.items():
             states = [optimizer.moments(member[name], p[k]) for k, member in enumerate(ids)]
             self.moments[name] = {
-                key: torch.stack([st[key] for st in states]) for key in ("step", "exp_avg", "exp_avg_sq")
+                key: torch.stack([st[key] for st in states]) for key in optimizer.settings.state_keys
             }
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float], decays: list[float]) -> torch.Tensor:
-        """One Adam step of every member on its own batch (``x``: (K, N, …), ``y``: (K, N));
+        """One optimiser step of every member on its own batch (``x``: (K, N, …), ``y``: (K, N));
         returns the K losses. Members whose loss is not finite are not updated (the caller
         drops them)."""
         self.stack.module.train()
-        out = self.stack.forward(x, per_member=True)
+        settings = self.settings
         k, n = y.shape
-        losses = F.cross_entropy(out.reshape(k * n, -1), y.reshape(-1), reduction="none").view(k, n).mean(1)
+        with settings.autocast(x.device):
+            out = self.stack.forward(x, per_member=True)
+            losses = settings.loss(out.reshape(k * n, -1), y.reshape(-1), reduction="none").view(k, n).mean(1)
         finite = torch.isfinite(losses.detach())
         # The sum's gradient with respect to member k's tensors is that of member k's loss alone.
         losses[finite].sum().backward()
         with torch.no_grad():
+            if settings.grad_clip is not None:
+                self.clip(settings.grad_clip)
             self.update(finite, lrs, decays)
         return losses.detach()
 
+    def clip(self, max_norm: float) -> None:
+        """Each member's gradient scaled to norm ``max_norm`` at most, as ``clip_grad_norm_``
+        does to one member's."""
+        grads = [p.grad for p in self.stack.parameters.values() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
     def update(self, members: torch.Tensor, lrs: list[float], decays: list[float]) -> None:
-        """One Adam step from the stacked gradients, of the members where ``members`` (bool, K)
-        is true; the others keep their tensors and moments. Members with one learning rate and
-        weight decay take it in one fused call over views of the stacks."""
+        """One optimiser step from the stacked gradients, of the members where ``members``
+        (bool, K) is true; the others keep their tensors and moments. Members with one learning
+        rate and weight decay take it in one fused call over views of the stacks."""
         by_rate: dict[tuple[float, float], list[int]] = {}
         for k in range(self.stack.size):
             if members[k]:
@@ -95,7 +114,7 @@ class StackedTrainer:
                     params.append(p.detach()[k])
                     grads.append(p.grad[k])
                     moments.append({key: value[k] for key, value in st.items()})
-            adam_step_(params, grads, moments, lr, decay, self.optimizer.betas, self.optimizer.eps)
+            update_(self.optimizer.settings, params, grads, moments, lr, decay)
         for p in self.stack.parameters.values():
             p.grad = None
 
@@ -113,7 +132,10 @@ class Trainer(Protocol):
     """What ``StackedUnits`` needs of the trainer (``trainer.Trainer``)."""
 
     store: TensorStore
-    optimizer: SharedAdam
+    optimizer: SharedOptimizer
+    settings: TrainSettings
+    lr_factor: float
+    losses: LossMeter
 
     def parameters_of(self, member: Member) -> dict[str, torch.Tensor]: ...
 
@@ -136,14 +158,15 @@ class StackedUnits:
 
     def _stack(self, unit: list[Member]) -> StackedTrainer:
         t = self.trainer
-        return StackedTrainer([m.graph for m in unit], t.store, t.optimizer)
+        return StackedTrainer([m.graph for m in unit], t.store, t.optimizer, t.settings)
 
     def step(self, unit: list[Member], batch: dict, training: list[Member]) -> None:
         t = self.trainer
         x = torch.stack([batch[m.id][0] for m in unit])
         y = torch.stack([batch[m.id][1] for m in unit])
         try:
-            losses = self.stacks[id(unit)].step(x, y, [m.lr for m in unit], [m.weight_decay for m in unit])
+            lrs = [m.lr * t.lr_factor for m in unit]
+            losses = self.stacks[id(unit)].step(x, y, lrs, [m.weight_decay for m in unit])
         except (MemoryError, torch.OutOfMemoryError):
             self.restack(unit, [[m] for m in unit])
             for m in unit:
@@ -154,6 +177,8 @@ class StackedUnits:
             return
         failed = {m.id: float(loss) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)}
         kept = [m for m in unit if m.id not in failed]
+        finite = torch.isfinite(losses)
+        t.losses.add(losses[finite].sum(), int(finite.sum()))
         for m in kept:
             t.count_step(m)
         if not failed:

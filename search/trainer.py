@@ -1,9 +1,10 @@
 """The trainer: the training and evaluation loops over a store of tensors.
 
 A ``Trainer`` owns what training needs and nothing else: the store it trains (shared with the
-population that owns it), the Adam state per tensor (``SharedAdam``), the seeded batch stream,
-the generator that picks NE's member per step, the lowered modules, and a ``Deadline`` it
-checks before every step. It knows nothing of run folders, locks, events or pools: the search
+population that owns it), the optimiser state per tensor (``SharedOptimizer``), the recipe
+(``recipe.TrainSettings``: optimiser, schedule, label smoothing, clipping, precision), the
+seeded batch stream, the generator that picks NE's member per step, the lowered modules, and
+a ``Deadline`` it checks before every step. It knows nothing of run folders, locks, events or pools: the search
 on the driver and every worker build one (``workers/task.py`` runs a task on it), so a
 candidate trains the same way wherever it runs.
 
@@ -18,10 +19,8 @@ A member whose loss is not finite, or that runs out of memory, is marked dropped
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from evoir.backends.torch_fx import lower
 from evoir.backends.torch_fx.population import Gathered, lower_population
@@ -33,34 +32,15 @@ from .batches import BatchStream
 from .config import RecipeOptions
 from .data import DataSet, Split
 from .evaluate import Evaluation, evaluate_population
+from .losses import LossMeter
 from .member import Member, StopRequested
-from .optim import SharedAdam
+from .optim import SharedOptimizer
+from .recipe import TrainSettings
+from .schedule import Phase
 from .seeding import joint_seed, stream_seed
 from .stacked import StackedUnits, stack_groups, stacks
 from .stop import Deadline
 from .timing import TimeAccount
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How a trainer trains and evaluates (the run's recipe, as far as a trainer needs it)."""
-
-    batch_size: int = 64
-    eval_batch_size: int = 64
-    augment: bool = False
-    channels_last: bool | None = None
-    stack_members: bool | None = None
-
-    @classmethod
-    def of(cls, config: RecipeOptions) -> TrainSettings:
-        """The settings of a run's recipe."""
-        return cls(
-            batch_size=config.batch_size,
-            eval_batch_size=config.eval_batch_size,
-            augment=config.augment,
-            channels_last=config.channels_last,
-            stack_members=config.stack_members,
-        )
 
 
 class Trainer:
@@ -82,7 +62,10 @@ class Trainer:
         self.store = store
         self.settings = settings
         self.device = device
-        self.optimizer = SharedAdam()
+        self.optimizer = SharedOptimizer(settings.optimizer)
+        # The schedule's factor on the stepping member's learning rate (``schedule.py``), set
+        # before every step from the training call's ``Phase``.
+        self.lr_factor = 1.0
         self.stream = BatchStream(
             data, data.train, settings.batch_size, stream_seed, settings.augment, device
         )
@@ -91,6 +74,7 @@ class Trainer:
         self.deadline = deadline or Deadline(None)
         self.clock = clock or TimeAccount()
         self.on_step: Callable[[int], None] = lambda n: None
+        self.losses = LossMeter()
         # Ids of the store's tensors changed in place (trained, or written back from a
         # worker) since the owner last looked: what an incremental checkpoint writes again.
         self.touched: set[str] = set()
@@ -149,37 +133,50 @@ class Trainer:
         members: list[Member],
         stream: BatchStream | None = None,
         joint_rng: torch.Generator | None = None,
+        phase: Phase | None = None,
     ) -> None:
         """Each step picks one of ``members`` uniformly at random (``joint_rng``, default the
-        trainer's) and takes one Adam step on it from ``stream`` (default the trainer's);
-        with one member, plain training."""
+        trainer's) and takes one optimiser step on it from ``stream`` (default the trainer's);
+        with one member, plain training. ``phase``: where these steps lie on the learning-rate
+        schedule (default: the whole schedule)."""
         members = list(members)
         stream = self.stream if stream is None else stream
         joint_rng = self.joint_rng if joint_rng is None else joint_rng
+        phase = phase or Phase.whole(steps)
         params = {m.id: self.parameters_of(m) for m in members}
         self.touch(members)
         with self.clock.span("train"):
-            for _ in range(steps):
+            for i in range(steps):
                 self.check_stop()
+                self.at_schedule_step(phase.step(i, steps), phase.total)
                 member = members[int(torch.randint(len(members), (1,), generator=joint_rng))]
                 x, y = stream.next()
                 why = self.train_step(member, params[member.id], x, y)
                 if why is not None:
                     self.give_up(member, why, members)
 
+    def at_schedule_step(self, t: float, total: float) -> None:
+        self.lr_factor = self.settings.schedule.factor(t, total)
+
     def touch(self, members: list[Member]) -> None:
         for m in members:
             self.touched.update(m.graph.tensor_ids())
 
     def train_step(self, member: Member, params: dict[str, torch.Tensor], x, y) -> str | None:
-        """One Adam step of ``member`` on ``(x, y)``; returns why it failed (a non-finite loss,
-        out of memory), with nothing updated, or None."""
+        """One optimiser step of ``member`` on ``(x, y)``; returns why it failed (a non-finite
+        loss, out of memory), with nothing updated, or None."""
         module = self.module(member).train()
+        settings = self.settings
         try:
-            loss = F.cross_entropy(module(x), y)
+            with settings.autocast(self.device):
+                loss = settings.loss(module(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at its step {member.steps + 1}")
             loss.backward()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in params.values() if p.grad is not None], settings.grad_clip
+                )
         except (FloatingPointError, MemoryError, torch.OutOfMemoryError) as err:
             for p in params.values():
                 p.grad = None
@@ -188,7 +185,8 @@ class Trainer:
                 if isinstance(err, FloatingPointError)
                 else f"out of memory at its step {member.steps + 1}"
             )
-        self.optimizer.step(params, member.lr, member.weight_decay)
+        self.optimizer.step(params, member.lr * self.lr_factor, member.weight_decay)
+        self.losses.add(loss)
         for p in params.values():
             p.grad = None
         self.count_step(member)
@@ -207,8 +205,15 @@ class Trainer:
         if not training:
             raise EvoirError(f"every member failed; the last: {why}")
 
-    def train_each(self, members: list[Member], steps: int, stream: BatchStream | None = None) -> None:
-        """Train every one of ``members`` on its own for ``steps`` steps.
+    def train_each(
+        self,
+        members: list[Member],
+        steps: int,
+        stream: BatchStream | None = None,
+        phase: Phase | None = None,
+    ) -> None:
+        """Train every one of ``members`` on its own for ``steps`` steps (each member's steps
+        spanning ``phase`` of the schedule).
 
         The members take their steps in turn: member k's t-th step is on the stream's
         (t·K + k)-th batch. Members of one architecture that share no tensor take their steps
@@ -216,16 +221,18 @@ class Trainer:
         the same updates as one by one."""
         members = list(members)
         stream = self.stream if stream is None else stream
+        phase = phase or Phase.whole(steps)
         if len(members) == 1:
-            self.joint_train(steps, members, stream)
+            self.joint_train(steps, members, stream, phase=phase)
             return
         units = StackedUnits(self, [[members[i] for i in g] for g in self.architecture_groups(members)])
         params = {m.id: self.parameters_of(m) for m in members}
         self.touch(members)
         with self.clock.span("train"):
             try:
-                for _ in range(steps):
+                for i in range(steps):
                     self.check_stop()
+                    self.at_schedule_step(phase.step(i, steps), phase.total)
                     batch = {m.id: stream.next() for m in members}
                     for unit in list(units.units):
                         if len(unit) > 1:

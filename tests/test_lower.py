@@ -28,7 +28,9 @@ def test_matches_hand_written_module(build, reference, train):
     module.train(train)
     ref.train(train)
     x = torch.randn(4, 3, 32, 32)
-    torch.testing.assert_close(module(x), ref(x), rtol=0, atol=1e-6)
+    # The lowered module runs channels_last, the reference contiguous: their convolutions may
+    # sum in another order (it depends on the thread count), a few ulps apart.
+    torch.testing.assert_close(module(x), ref(x), rtol=1e-5, atol=1e-6)
     if train:  # BN running statistics moved identically
         torch.testing.assert_close(store["stem.bn.running_mean"], ref.stem.bn.running_mean)
 

@@ -15,7 +15,7 @@ from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset, synthetic
 from evoir.search.engine import Search
 from evoir.search.ensemble import average, hierarchical, train_head
-from evoir.search.optim import SharedAdam
+from evoir.search.optim import SharedOptimizer
 from evoir.search.selection import coverage, select
 from evoir.search.strategies import new_search
 from evoir.templates import painter_base
@@ -46,7 +46,7 @@ def test_shared_adam_matches_torch_adam_for_one_member():
     torch.manual_seed(0)
     p1 = torch.nn.Parameter(torch.randn(5, 3))
     p2 = torch.nn.Parameter(p1.detach().clone())
-    ours, theirs = SharedAdam(), torch.optim.Adam([p2], lr=0.01, weight_decay=1e-3)
+    ours, theirs = SharedOptimizer(), torch.optim.Adam([p2], lr=0.01, weight_decay=1e-3)
     for _ in range(5):
         g = torch.randn(5, 3)
         p1.grad, p2.grad = g.clone(), g.clone()
@@ -58,7 +58,7 @@ def test_shared_adam_matches_torch_adam_for_one_member():
 def test_optimiser_state_is_per_tensor_and_shared_by_members():
     shared = torch.nn.Parameter(torch.zeros(3))
     own = torch.nn.Parameter(torch.zeros(3))
-    opt = SharedAdam()
+    opt = SharedOptimizer()
     shared.grad = torch.ones(3)
     opt.step({"shared": shared}, lr=0.1, weight_decay=0)  # parent steps
     shared.grad, own.grad = torch.ones(3), torch.ones(3)

@@ -222,11 +222,11 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(strategy, data, tmp_pat
     search.start(*initial_network("mlp", data, 0))
     train_each = search.trainer.train_each
 
-    def dies_in_generation_two(members, steps, stream=None):
+    def dies_in_generation_two(members, steps, stream=None, phase=None):
         if search.generation == 1:
-            train_each(members[:1], 2, stream)  # part of the generation's training, then the kill
+            train_each(members[:1], 2, stream, phase)  # part of the generation's training, then the kill
             raise Killed
-        train_each(members, steps, stream)
+        train_each(members, steps, stream, phase)
 
     search.trainer.train_each = dies_in_generation_two
     with pytest.raises(Killed):

@@ -13,7 +13,7 @@ from evoir.passes.widen import Widen
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.merge import reinitialize
-from evoir.search.optim import SharedAdam
+from evoir.search.optim import OptimizerSettings, SharedOptimizer
 from evoir.search.stacked import StackedTrainer, stack_groups, stacks
 from evoir.search.start import initial_network
 from evoir.search.strategies import new_search
@@ -163,10 +163,15 @@ def test_stacked_training_of_a_bn_network_matches_member_by_member(data, tmp_pat
         torch.testing.assert_close(a.store[tid], b.store[tid], atol=1e-5, rtol=1e-4)  # lr is 3e-3
 
 
-def test_stacked_adam_is_shared_adam_member_by_member():
+@pytest.mark.parametrize(
+    "settings",
+    [OptimizerSettings("adam"), OptimizerSettings("adamw"), OptimizerSettings("sgd", nesterov=True)],
+    ids=lambda s: s.kind + ("-nesterov" if s.nesterov else ""),
+)
+def test_a_stacked_step_is_the_shared_optimizer_s_member_by_member(settings):
     graphs, store = _siblings(3, lambda: mlp((3, 4, 4), classes=5, hidden=6))
-    reference = SharedAdam()
-    trainer = StackedTrainer(graphs, store, SharedAdam())
+    reference = SharedOptimizer(settings)
+    trainer = StackedTrainer(graphs, store, SharedOptimizer(settings))
     lrs, decays = [1e-3, 3e-3, 1e-2], [0.0, 1e-4, 1e-2]
     for _ in range(3):
         for p in trainer.stack.parameters.values():
@@ -239,3 +244,26 @@ def test_the_default_stacks_dense_members_on_a_gpu_only():
     assert stacks(dense, "cuda", None) and not stacks(dense, "cpu", None)
     assert not stacks(conv, "cuda", None) and not stacks(conv, "cpu", None)
     assert stacks(conv, "cpu", True) and not stacks(dense, "cuda", False)
+
+
+def test_stacked_clipping_and_label_smoothing_are_each_member_s():
+    from evoir.search.recipe import TrainSettings
+
+    settings = TrainSettings(optimizer=OptimizerSettings("sgd"), label_smoothing=0.2, grad_clip=0.05)
+    graphs, store = _siblings(3, lambda: mlp((3, 4, 4), classes=5, hidden=6))
+    reference = store.clone()
+    trainer = StackedTrainer(graphs, store, SharedOptimizer(settings.optimizer), settings)
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 8, 3, 4, 4), torch.randint(0, 5, (3, 8))
+    lrs = [0.1, 0.2, 0.3]
+    trainer.step(x, y, lrs, [0.0] * 3)
+    trainer.finish(store)
+    optimizer = SharedOptimizer(settings.optimizer)
+    for k, g in enumerate(graphs):
+        module = lower(g, reference)
+        params = {tid: reference[tid] for tid in g.parameter_ids()}
+        settings.loss(module(x[k]), y[k]).backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 0.05)
+        optimizer.step(params, lrs[k], 0.0)
+        for tid in params:
+            torch.testing.assert_close(store[tid], reference[tid], atol=1e-6, rtol=1e-5)

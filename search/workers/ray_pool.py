@@ -158,6 +158,7 @@ class RayPool:
         write_back(t.store, t.optimizer, merged)
         t.touched.update(merged.tensors)
         t.on_step(sum(n for r in results for n in r.steps.values()))
+        t.losses.add_total(sum(r.loss[0] for r in results), sum(r.loss[1] for r in results))
 
     def _arrival(self, should_stop: ShouldStop) -> tuple[int, TrainTask, TrainResult] | None:
         ray = self.ray

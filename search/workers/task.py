@@ -29,11 +29,13 @@ from evoir.store import TensorStore
 from ..data import DataSet
 from ..evaluate import Evaluation
 from ..member import Member, StopRequested
-from ..optim import SharedAdam
-from ..trainer import Trainer, TrainSettings
+from ..optim import SharedOptimizer
+from ..recipe import TrainSettings
+from ..schedule import Phase
+from ..trainer import Trainer
 
 StreamState = dict[str, torch.Tensor]  # ``BatchStream.state_dict()``
-Moments = dict[str, dict[str, torch.Tensor]]  # tensor id → {"step", "exp_avg", "exp_avg_sq"}
+Moments = dict[str, dict[str, torch.Tensor]]  # tensor id → its optimiser state ({"step", "exp_avg", …})
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainTask:
     joint_rng: torch.Tensor
     rng: torch.Tensor  # torch's global RNG state while training (dropout, drop path)
     settings: TrainSettings
+    phase: Phase | None = None  # where the steps lie on the learning-rate schedule (None: all of it)
     # Only on a task that crosses a process (``packed``): the tensors and their moments.
     tensors: dict[str, torch.Tensor] | None = None
     buffers: tuple[str, ...] = ()
@@ -54,7 +57,7 @@ class TrainTask:
     def tensor_ids(self) -> list[str]:
         return sorted({tid for m in self.members for tid in m.graph.tensor_ids()})
 
-    def packed(self, store: TensorStore, optimizer: SharedAdam) -> TrainTask:
+    def packed(self, store: TensorStore, optimizer: SharedOptimizer) -> TrainTask:
         """The task with CPU copies of its tensors and, when it trains, their moments."""
         tids = self.tensor_ids()
         return dataclasses.replace(
@@ -79,6 +82,7 @@ class TrainResult:
     seconds: float
     worker: dict | None = None  # who ran it, when not this process
     retries: tuple[dict, ...] = ()  # attempts lost with their workers before this one
+    loss: tuple[float, int] = (0.0, 0)  # from another process: its training losses' sum and count
     # Only from another process: the trained tensors and their moments.
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     moments: Moments = field(default_factory=dict)
@@ -94,6 +98,7 @@ def make_task(
     stream: StreamState,
     joint_rng: torch.Tensor,
     rng: torch.Tensor,
+    phase: Phase | None = None,
 ) -> TrainTask:
     return TrainTask(
         members=tuple(dataclasses.replace(m) for m in members),
@@ -104,6 +109,7 @@ def make_task(
         joint_rng=joint_rng,
         rng=rng,
         settings=settings,
+        phase=phase,
     )
 
 
@@ -133,9 +139,9 @@ def execute(trainer: Trainer, task: TrainTask) -> TrainResult:
         torch.set_rng_state(task.rng)
         try:
             if task.steps and task.each:
-                trainer.train_each(members, task.steps, stream)
+                trainer.train_each(members, task.steps, stream, task.phase)
             elif task.steps:
-                trainer.joint_train(task.steps, members, stream, joint)
+                trainer.joint_train(task.steps, members, stream, joint, task.phase)
         except EvoirError:  # every member of this task failed; each is marked dropped
             if any(m.dropped is None for m in members):
                 raise
@@ -185,6 +191,7 @@ def run_task(task: TrainTask, data: DataSet, device: str = "cpu") -> TrainResult
     return dataclasses.replace(
         result,
         worker=worker_identity(),
+        loss=trainer.losses.take_total(),
         tensors={tid: store[tid].detach().cpu() for tid in task.tensors} if trained else {},
         moments={
             tid: {k: v.detach().cpu() for k, v in st.items()} for tid, st in trainer.optimizer.state.items()
