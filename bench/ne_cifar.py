@@ -26,11 +26,14 @@ import torch
 
 from evoir.analysis import analyze
 from evoir.modelfile import atomic_write_text
-from evoir.search.config import SearchConfig
+from evoir.search.config import SearchConfig, resolve_device
 from evoir.search.data import load_dataset
+from evoir.search.member import Member
 from evoir.search.report import finalize
+from evoir.search.schedule import Phase
 from evoir.search.start import initial_network
 from evoir.search.strategies import new_search
+from evoir.search.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ne"
@@ -46,29 +49,71 @@ def ensure_cifar(data_dir: Path) -> None:
     subprocess.run([sys.executable, str(script), str(data_dir)], check=True)
 
 
-def base_protocol(config: SearchConfig, data, folder: Path, steps: int, flops_steps: int) -> dict:
-    """The base network alone with the same loop: its test accuracy every 500 steps (the
-    report's protocol reports the best of these), at ``steps`` (equal steps) and at
-    ``flops_steps`` (equal training FLOPs)."""
-    base_cfg = config.model_copy(
-        update={"population": 1, "keep": 1, "generations": 0, "initial_steps": steps}
-    )
-    folder.mkdir()
-    base = new_search(base_cfg, data, folder)
-    base.start(*initial_network("painter-base", data, config.seed))
-    tested: dict[int, float] = {}
-    done = 0
-    for target in sorted({*range(500, max(steps, flops_steps) + 1, 500), steps, flops_steps}):
-        base.joint_train(target - done)
-        done = target
-        tested[target] = base.evaluations_on([base.members[0]], data.test)[0].accuracy
+# The recipe's options and the report's App. D values; a run's tag names those it changes.
+RECIPE = {
+    "optimizer": "adam",
+    "lr": 0.003,
+    "weight_decay": 1e-6,
+    "momentum": 0.9,
+    "nesterov": False,
+    "schedule": "constant",
+    "warmup": 0.0,
+    "schedule_scope": "run",
+    "label_smoothing": 0.0,
+    "augment": False,
+    "precision": "fp32",
+}
+
+
+def recipe_tag(config: SearchConfig) -> list[str]:
+    """``sgd``, ``lr0.05``, ``cosine``, … for each recipe option off App. D's value."""
+    parts = []
+    for key, default in RECIPE.items():
+        value = getattr(config, key)
+        if key == "momentum" and config.optimizer != "sgd":
+            continue
+        if value != default:
+            parts.append(
+                key
+                if value is True
+                else str(value)
+                if key in ("optimizer", "schedule", "schedule_scope", "precision")
+                else f"{key.replace('_', '')}{value}"
+            )
+    return parts
+
+
+def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int) -> dict:
+    """The base network alone with the same loop and recipe: its test accuracy every 500 steps
+    (the report's protocol reports the best of these), at ``steps`` (equal steps) and at
+    ``flops_steps`` (equal training FLOPs). Its schedule spans the ``steps`` of its run; with
+    a schedule other than constant, equal FLOPs is a second run whose schedule spans
+    ``flops_steps`` (a schedule's end is where it is meant to be evaluated)."""
+    device = torch.device(resolve_device(config.device))
+    graph, store = initial_network("painter-base", data, config.seed)
+    per_step = 3 * analyze(graph).flops * config.batch_size
+
+    def run(total: int, every: bool) -> dict[int, float]:
+        trainer = Trainer.for_run(data, store.clone().to(device), config, config.seed, device)
+        member = Member("base", graph, None, [], config.lr, config.weight_decay, born=0)
+        marks = sorted({*range(500, total + 1, 500), total}) if every else [total]
+        tested, done = {}, 0
+        for target in marks:
+            trainer.joint_train(target - done, [member], phase=Phase(done, target - done, total))
+            done = target
+            tested[target] = trainer.evaluations_on([member], data.test)[0].accuracy
+        return tested
+
+    constant = config.schedule == "constant"
+    tested = run(max(steps, flops_steps) if constant else steps, every=True)
+    equal_flops = tested[flops_steps] if constant else run(flops_steps, every=False)[flops_steps]
     return {
         "equal_steps": tested[steps],
-        "equal_flops": tested[flops_steps],
+        "equal_flops": equal_flops,
         "equal_flops_steps": flops_steps,
         "report_protocol": max(v for k, v in tested.items() if k <= steps),
         "curve": {str(k): v for k, v in tested.items()},
-        "flops_per_step": base.flops_train / max(done, 1),
+        "flops_per_step": per_step,
     }
 
 
@@ -98,6 +143,18 @@ def main() -> None:
         "--workers", type=int, default=None, help="train on N local Ray workers (default: in-process)"
     )
     parser.add_argument("--worker-merge", choices=["sum", "mean"], default="mean")
+    recipe = parser.add_argument_group("recipe (as evoir search takes it; default: the report's App. D)")
+    recipe.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    recipe.add_argument("--lr", type=float, default=0.003)
+    recipe.add_argument("--weight-decay", type=float, default=1e-6)
+    recipe.add_argument("--momentum", type=float, default=0.9)
+    recipe.add_argument("--nesterov", action="store_true")
+    recipe.add_argument("--schedule", choices=["constant", "cosine", "onecycle"], default="constant")
+    recipe.add_argument("--warmup", type=float, default=0.0)
+    recipe.add_argument("--schedule-scope", choices=["run", "generation"], default="run")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe.add_argument("--augment", action="store_true")
+    recipe.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +176,17 @@ def main() -> None:
         lr_rule=not args.no_lr_rule,
         tau=args.tau,
         worker_merge=args.worker_merge,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        schedule=args.schedule,
+        warmup=args.warmup,
+        schedule_scope=args.schedule_scope,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        precision=args.precision,
     )
     data = load_dataset("cifar10", args.data_dir, seed=config.seed)
     if args.out.exists():
@@ -149,6 +217,9 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "ne_best": results["best"]["test_acc"],
         "ne_best_val": results["best"]["val_acc"],
+        "ne_best_generation": results["best"]["generation"],
+        "ne_last_generation_best": results["last_generation_best"]["test_acc"],
+        "recipe": {k: getattr(config, k) for k in RECIPE},
         "ensemble": results["ensemble"]["test_acc"],
         "hierarchical": results["hierarchical"]["test_acc"],
         "ne_best_params": results["best"]["params"],
@@ -177,7 +248,7 @@ def main() -> None:
         base_graph, _ = initial_network("painter-base", data, config.seed)
         per_step = 3 * analyze(base_graph).flops * config.batch_size
         flops_steps = max(total, round(search.flops_train / per_step / 100) * 100)
-        base = base_protocol(config, data, args.out / "baseline", total, flops_steps)
+        base = base_protocol(config, data, total, flops_steps)
         table["base"] = base
         print(f"  base, best test every 500 (report's protocol): {base['report_protocol']:.4f}")
         print(f"  base, same steps:           test {base['equal_steps']:.4f}")
@@ -197,6 +268,7 @@ def main() -> None:
             args.scale or "default",
             "nolr" if args.no_lr_rule else "lr",
             *([f"w{args.workers}-{args.worker_merge}"] if args.workers else []),
+            *recipe_tag(config),
         )
     )
     out = RESULTS / f"{tag}-seed{args.seed}.json"
