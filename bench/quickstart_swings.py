@@ -58,6 +58,7 @@ def run(recipe: dict, seed: int) -> dict:
         "returned_test": results["best"]["test_acc"],
         "returned_generation": results["best"]["generation"],
         "last_generation_best_test": results["last_generation_best"]["test_acc"],
+        "base_test": results["base"]["test_acc"],
     }
 
 
@@ -72,15 +73,16 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     out: dict = {}
     print(
-        "| recipe | largest fall of the best val. between generations | returned (best seen) test | last generation's best test |"
+        "| recipe | largest fall of the best val. between generations | returned (best seen) test "
+        "| last generation's best test | base test |"
     )
-    print("| --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- |")
     for name, recipe in RECIPES.items():
         runs = [run(recipe, seed) for seed in seeds]
         out[name] = {"recipe": recipe, "seeds": seeds, "runs": runs}
         print(
             f"| {name} | {mean_std([r['largest_fall'] for r in runs])} | {mean_std([r['returned_test'] for r in runs])} "
-            f"| {mean_std([r['last_generation_best_test'] for r in runs])} |",
+            f"| {mean_std([r['last_generation_best_test'] for r in runs])} | {mean_std([r['base_test'] for r in runs])} |",
             flush=True,
         )
     path = ROOT / "bench" / "results" / "recipe" / "quickstart_swings.json"
