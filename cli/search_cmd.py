@@ -293,8 +293,8 @@ def _run_and_report(search, folder: Path) -> int | None:
         which = "best by validation" if "table" in results else "best single"
         parts = [f"{which} {best['test_acc']:.4f} ({best['id']}, generation {best['generation']})"]
         last = results["last_generation_best"]
-        if last["id"] != best["id"] and "table" not in results:
-            parts.append(f"last generation's best {last['test_acc']:.4f}")
+        if not last["is_best"] and "table" not in results:
+            parts.append(f"last generation's best {last['test_acc']:.4f} ({last['id']})")
         if "ensemble" in results:
             parts += [
                 f"ensemble {results['ensemble']['test_acc']:.4f}",

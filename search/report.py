@@ -58,7 +58,14 @@ def finalize(search: Search) -> dict:
             **({"genome": best.genome} if best.genome is not None else {}),
             "lineage": list(graph.metadata.get("lineage", ())),
         },
-        "last_generation_best": {"id": last.id, "test_acc": test[last.id].accuracy, "val_acc": last.val_acc},
+        "last_generation_best": {
+            "id": last.id,
+            "test_acc": test[last.id].accuracy,
+            "val_acc": last.val_acc,
+            # the returned snapshot itself, or another network (another member, or the same
+            # member's shared tensors trained further since it was best)
+            "is_best": last.id == best.id and champion.record.generation == search.generation,
+        },
         "flops_spent": search.flops_train + search.flops_eval,
         "flops_train": search.flops_train,
         "generations": search.generation,
@@ -227,8 +234,8 @@ def summary_markdown(search: Search, r: dict) -> str:
         )
     )
     last = r["last_generation_best"]
-    if last["id"] != r["best"]["id"] and not table:
-        rows.append((f"best of the last generation ({last['id']})", last["test_acc"], None, "—"))
+    if not last["is_best"] and not table:
+        rows.append((f"best of the last generation ({last['id']}, as it ended)", last["test_acc"], None, "—"))
     if "ensemble" in r:
         ens = r["ensemble"]
         flops = _fmt_flops(r["flops_spent"])

@@ -60,8 +60,33 @@ def test_best_json_is_the_best_member_seen_as_it_was_evaluated(tmp_path, data):
     assert any(tid in live and not torch.equal(live[tid], store[tid]) for tid in store)
     assert graph.metadata["champion"]["id"] == best["id"]
     assert results["last_generation_best"]["id"] != best["id"]
+    assert results["last_generation_best"]["is_best"] is False
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert f"({best['id']}, generation 1)" in summary and "best of the last generation" in summary
+
+
+@pytest.mark.no_auto_verify
+def test_a_member_best_again_in_the_last_generation_is_reported_as_it_ended_too(tmp_path, data):
+    """The same member can be the best seen (in an earlier generation) and the last
+    generation's best, with its shared tensors trained further in between: two networks."""
+    search = _fresh("ne", tmp_path / "run", 3, data)
+    original = search.population.record_evaluation
+    favourite: list[str] = []
+
+    def record(member, ev):
+        original(member, ev)
+        if search.generation == 0 and not favourite and member.id.endswith("m1"):
+            favourite.append(member.id)
+        member.val_acc = (0.99 if search.generation == 0 else 0.9) if member.id in favourite else 0.5 * ev.accuracy
+
+    search.population.record_evaluation = record
+    search.run()
+    results = finalize(search)
+    best, last = results["best"], results["last_generation_best"]
+    assert best["id"] == last["id"] == favourite[0] and best["generation"] == 1
+    assert last["is_best"] is False and last["val_acc"] == 0.9
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert f"best of the last generation ({last['id']}, as it ended)" in summary
 
 
 @pytest.mark.no_auto_verify
