@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import click
@@ -13,6 +10,7 @@ from torch import nn
 from evoir.analysis import analyze
 from evoir.errors import EvoirError
 from evoir.modelfile import save_model
+from evoir.named import named_object
 
 from .common import SHAPE, check_output, human
 
@@ -22,27 +20,7 @@ def resolve(spec: str) -> nn.Module:
 
     ``attr`` may be a module instance, or a class or function called without arguments.
     """
-    if ":" not in spec:
-        raise EvoirError(f"{spec!r}: expected MODULE_PATH:ATTR, e.g. torchvision.models:resnet18")
-    where, attr = spec.rsplit(":", 1)
-    try:
-        if where.endswith(".py"):
-            path = Path(where)
-            if not path.exists():
-                raise EvoirError(f"{where}: no such file")
-            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules.setdefault(path.stem, module)
-            loader_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ImportError as err:
-        raise EvoirError(f"cannot import {where!r}: {err}") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise EvoirError(f"{where!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = named_object(spec, spec, "torchvision.models:resnet18")
     if not isinstance(obj, nn.Module):
         if not callable(obj):
             raise EvoirError(f"{spec!r} is neither an nn.Module nor callable")
@@ -56,7 +34,7 @@ def resolve(spec: str) -> nn.Module:
 
 
 @click.command("import")
-@click.argument("source", metavar="MODULE_PATH:ATTR|FILE.onnx")
+@click.argument("source", metavar="MODULE:ATTR|FILE.onnx")
 @click.option(
     "-o",
     "--output",

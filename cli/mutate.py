@@ -35,7 +35,9 @@ def build_pass(op: str, flags: dict, extra: tuple[str, ...]):
         options[key.strip()] = text
     options.update({k: v for k, v in flags.items() if v is not None})
     try:
-        return options_build_pass(op, options, label=lambda key: f"--{key}" if key in flags else f"--set {key}")
+        return options_build_pass(
+            op, options, label=lambda key: f"--{key}" if key in flags else f"--set {key}"
+        )
     except PassError as err:
         raise EvoirError(str(err)) from None
 

@@ -398,6 +398,34 @@ def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output,
         raise SystemExit(status)
 
 
+RUN_DATA_OPTIONS = ("dataset", "data_dir", "val_fraction", "test_fraction", "image_size", "seed")
+
+
+def _run_data_options(model_path: Path, given: dict) -> dict:
+    """A model of a run folder (``RUN/best.json``, ``RUN/ensemble/m0.json``) is evaluated on
+    the run's data, split by the run's seed and fractions: every data option left at its
+    default is the run's (``RUN/config.json``); those given on the command line win."""
+    from click.core import ParameterSource
+
+    from evoir.search.config import SearchConfig
+
+    for folder in (model_path.parent, model_path.parent.parent):
+        path = folder / "config.json"
+        if not path.is_file():
+            continue
+        try:
+            config = SearchConfig.model_validate_json(path.read_text())
+        except ValueError:  # not a run's configuration: the options stand as given
+            return given
+        ctx = click.get_current_context()
+        taken = [k for k in RUN_DATA_OPTIONS if ctx.get_parameter_source(k) is ParameterSource.DEFAULT]
+        options = {**given, **{k: getattr(config, k) for k in taken}}
+        shown = [f"--{k.replace('_', '-')} {options[k]}" for k in taken if options[k] is not None]
+        click.echo(f"data as the run had it ({path}): {' '.join(shown)}", err=True)
+        return options
+    return given
+
+
 @click.command("eval")
 @model_argument
 @data_options
@@ -410,10 +438,13 @@ def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output,
 def eval_cmd(model_path, split, device, as_json, **data_options):
     """Accuracy of a model on the validation or test split.
 
+    A model in a run folder is evaluated on the run's data, split as the run split it (its
+    config.json): the data options given here override the run's.
+
     \b
     Example:
+      evoir eval runs/pics/best.json --split val
       evoir eval runs/ne/best.json --dataset cifar10 --data-dir data
-      evoir eval runs/pics/best.json --dataset imagefolder:~/pics --image-size 64
     """
     import torch
 
@@ -424,6 +455,7 @@ def eval_cmd(model_path, split, device, as_json, **data_options):
     from evoir.search.start import initial_network
 
     model = load(model_path)
+    data_options = _run_data_options(Path(model_path), data_options)
     data = load_data(SearchConfig(**data_options))
     initial_network(str(model_path), data, 0)  # checks that the model fits the data
     device = resolve_device(device)

@@ -60,7 +60,8 @@ class GrowthRun:
         self.trainer = Trainer.for_run(data, store.to(device), config, config.seed, device)
         self.member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
         self.data = data
-        self.probe = Split(data.train.images[:train_probe], data.train.labels[:train_probe])
+        first = torch.arange(min(train_probe, len(data.train)))  # read: a streamed split decodes them
+        self.probe = Split(data.train.read(first), data.train.labels[first])
         self.curve = Curve()
         self.flops_train = 0.0
         self.wall_s = 0.0

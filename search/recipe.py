@@ -56,6 +56,4 @@ class TrainSettings:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), y, reduction=reduction, label_smoothing=self.label_smoothing
-        )
+        return F.cross_entropy(logits.float(), y, reduction=reduction, label_smoothing=self.label_smoothing)

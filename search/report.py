@@ -114,7 +114,9 @@ def _champion_test(search: Search, final_tests: dict[str, Evaluation]) -> float:
         return search.evaluations_on([member], search.data.test)[0].accuracy
     graph, store = network
     module = lower(graph, store.to(search.device))
-    return evaluate(module, search.data, search.data.test, search.device, search.config.eval_batch_size).accuracy
+    return evaluate(
+        module, search.data, search.data.test, search.device, search.config.eval_batch_size
+    ).accuracy
 
 
 def _ensembles(search: Search, final: list[Member], test: dict[str, Evaluation]) -> dict:

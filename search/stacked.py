@@ -53,7 +53,11 @@ def stack_groups(graphs: list, store: TensorStore) -> list[list[int]]:
 
 class StackedTrainer:
     def __init__(
-        self, graphs: list, store: TensorStore, optimizer: SharedOptimizer, settings: TrainSettings | None = None
+        self,
+        graphs: list,
+        store: TensorStore,
+        optimizer: SharedOptimizer,
+        settings: TrainSettings | None = None,
     ):
         self.stack: StackedModule = lower_stacked(graphs, store)
         self.optimizer = optimizer

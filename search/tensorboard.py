@@ -35,7 +35,9 @@ def summary_writer(folder: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise EvoirError("--tensorboard needs the tensorboard package: pip install 'evoir[tensorboard]'") from None
+        raise EvoirError(
+            "--tensorboard needs the tensorboard package: pip install 'evoir[tensorboard]'"
+        ) from None
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 
@@ -44,7 +46,9 @@ def check_available() -> None:
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        raise EvoirError("--tensorboard needs the tensorboard package: pip install 'evoir[tensorboard]'") from None
+        raise EvoirError(
+            "--tensorboard needs the tensorboard package: pip install 'evoir[tensorboard]'"
+        ) from None
 
 
 class GenerationScalars:

@@ -15,7 +15,7 @@ from evoir.search.evaluate import evaluate
 from evoir.search.report import finalize
 from evoir.search.strategies import resume_search
 
-from .test_strategies import Killed, _fresh
+from .test_strategies import _fresh, kill_during
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,9 @@ def test_a_member_best_again_in_the_last_generation_is_reported_as_it_ended_too(
         original(member, ev)
         if search.generation == 0 and not favourite and member.id.endswith("m1"):
             favourite.append(member.id)
-        member.val_acc = (0.99 if search.generation == 0 else 0.9) if member.id in favourite else 0.5 * ev.accuracy
+        member.val_acc = (
+            (0.99 if search.generation == 0 else 0.9) if member.id in favourite else 0.5 * ev.accuracy
+        )
 
     search.population.record_evaluation = record
     search.run()
@@ -108,16 +110,7 @@ def test_a_resumed_run_returns_the_uninterrupted_run_s_best(tmp_path, data):
     expected = finalize(full)["best"]
 
     cut = _fresh("ne", tmp_path / "cut", 3, data)
-    done = {"generation": -1}
-    cut.progress.on_generation = lambda record: done.update(generation=record["generation"])
-
-    def on_step(_):
-        if done["generation"] >= 2:
-            raise Killed
-
-    cut.progress.on_step = on_step
-    with pytest.raises(Killed):
-        cut.run()
+    kill_during(cut, 3)
     resumed = resume_search(tmp_path / "cut", data)
     assert resumed.champion.record is not None  # read back from best.json
     resumed.run()

@@ -176,7 +176,7 @@ def test_bad_model_files_exit_2_with_one_line(evoir_cli, tmp_path, r20_file, how
         (["new", "era", "--blocks", "0,0,1,1", "-o", "x.json"], "section 2"),
         (["new", "resnet", "-o", "x.txt"], "must end in .json"),
         (["new", "resnet", "-o", "no/such/dir/x.json"], "output folder does not exist"),
-        (["import", "torchvision.models", "-o", "x.json"], "MODULE_PATH:ATTR"),
+        (["import", "torchvision.models", "-o", "x.json"], "expected MODULE:ATTR"),
         (["import", "no_such_module_xyz:thing", "-o", "x.json"], "cannot import"),
         (["import", "torch.nn:LayerNorm", "-o", "x.json"], "LayerNorm"),
         (["run", "x.json"], "--input-random"),
@@ -199,6 +199,26 @@ def test_unsupported_import_names_the_node(evoir_cli, tmp_path):
     result = evoir_cli("import", "nets.py:ln", "--input", "3,8,8", "-o", "x.json")
     assert_user_error(result, "fx node '_1'", "LayerNorm")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_module_of_the_current_directory_imports_from_the_console_script(tmp_path):
+    """The ``evoir`` script's ``sys.path`` lacks the current directory (``python -m`` has it):
+    ``mynets:Net`` must still find ``./mynets.py``, for ``import`` and ``--dataset`` alike."""
+    (tmp_path / "mynets.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Sequential):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))\n"
+    )
+    as_the_script = "import sys; sys.path.pop(0); from evoir.cli.main import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", as_the_script, "import", "mynets:Net", "--input", "3,8,8", "-o", "n.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "n.json").exists()
 
 
 def test_existing_output_is_not_overwritten(evoir_cli, tmp_path, r20_file):

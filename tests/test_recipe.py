@@ -24,7 +24,7 @@ from evoir.search.workers.task import execute, make_task, run_task
 from evoir.templates import TEMPLATES
 
 from .conftest import assert_user_error
-from .test_strategies import Killed, _fresh
+from .test_strategies import _fresh, kill_during
 
 OPTIMIZERS = {
     "adam": (OptimizerSettings("adam"), lambda ps, lr, wd: torch.optim.Adam(ps, lr=lr, weight_decay=wd)),
@@ -150,7 +150,9 @@ def test_bf16_autocast_trains_and_changes_the_arithmetic(data):
     results = {}
     for precision in ("fp32", "bf16"):
         s = store.clone()
-        t = Trainer(data, s, TrainSettings(precision=precision), torch.device("cpu"), stream_seed=1, joint_seed=1)
+        t = Trainer(
+            data, s, TrainSettings(precision=precision), torch.device("cpu"), stream_seed=1, joint_seed=1
+        )
         member = Member("a", graph, None, [], 0.003, 0.0, born=0)
         t.joint_train(5, [member])
         assert member.steps == 5 and member.dropped is None
@@ -220,7 +222,10 @@ def test_a_task_s_phase_is_used_on_a_worker_as_in_this_process(data):
 @pytest.mark.parametrize(
     "strategy,recipe",
     [
-        ("ne", {"optimizer": "sgd", "nesterov": True, "lr": 0.05, "schedule": "cosine", "label_smoothing": 0.1}),
+        (
+            "ne",
+            {"optimizer": "sgd", "nesterov": True, "lr": 0.05, "schedule": "cosine", "label_smoothing": 0.1},
+        ),
         ("regularized", {"optimizer": "adamw", "schedule": "onecycle", "grad_clip": 1.0}),
     ],
 )
@@ -236,22 +241,16 @@ def test_a_run_with_a_recipe_resumes_to_the_uninterrupted_result(tmp_path, data,
     full = fresh("full")
     full.run()
     cut = fresh("cut")
-    done = {"generation": -1}
-    cut.progress.on_generation = lambda record: done.update(generation=record["generation"])
-
-    def on_step(_):
-        if done["generation"] >= 1:
-            raise Killed
-
-    cut.progress.on_step = on_step
-    with pytest.raises(Killed):
-        cut.run()
+    kill_during(cut, 2)
     resumed = resume_search(tmp_path / "cut", data)
     assert resumed.config.optimizer == recipe["optimizer"]
     resumed.run()
 
     def events(folder):
-        return [(e["id"], e["val_acc"]) for e in map(json.loads, (folder / "events.jsonl").read_text().splitlines())]
+        return [
+            (e["id"], e["val_acc"])
+            for e in map(json.loads, (folder / "events.jsonl").read_text().splitlines())
+        ]
 
     assert events(tmp_path / "cut") == events(tmp_path / "full")
 

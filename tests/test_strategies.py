@@ -91,6 +91,24 @@ class Killed(Exception):
     pass
 
 
+def kill_during(search, generation: int) -> None:
+    """Run ``search`` and kill it (``Killed``) at the first training step after generation
+    ``generation - 1`` ended: in the middle of generation ``generation``'s training."""
+    done = {"generation": -1}
+
+    def on_generation(record):
+        done["generation"] = record["generation"]
+
+    def on_step(_):
+        if done["generation"] >= generation - 1:
+            raise Killed
+
+    search.progress.on_generation = on_generation
+    search.progress.on_step = on_step
+    with pytest.raises(Killed):
+        search.run()
+
+
 @pytest.mark.no_auto_verify
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, strategy):
@@ -99,19 +117,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, strategy)
     full.run()
 
     cut = _fresh(strategy, tmp_path / "cut", 3, data)
-    done = {"generation": -1}
-
-    def on_generation(record):
-        done["generation"] = record["generation"]
-
-    def on_step(_):
-        if done["generation"] >= 1:  # kill in the middle of generation 2's training
-            raise Killed
-
-    cut.progress.on_generation = on_generation
-    cut.progress.on_step = on_step
-    with pytest.raises(Killed):
-        cut.run()
+    kill_during(cut, 2)
     resumed = resume_search(tmp_path / "cut", data)
     assert resumed.generation == 1
     resumed.run()

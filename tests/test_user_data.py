@@ -18,6 +18,7 @@ from evoir.search.batches import BatchStream, batches
 from evoir.search.config import SearchConfig
 from evoir.search.data import Split, StreamedSplit, load_dataset
 from evoir.search.evaluate import evaluate
+from evoir.search.growth import GrowthRun
 from evoir.search.start import initial_network
 from evoir.search.strategies import new_search, resume_search
 from evoir.templates import painter_base
@@ -60,6 +61,22 @@ def streamed(monkeypatch):
 
 
 # ---- image folders ------------------------------------------------------------------------------
+
+
+def test_a_growth_run_probes_a_streamed_split_as_one_held_in_memory(tmp_path, monkeypatch):
+    root = write_folder(tmp_path / "pics", per_class=10)
+    held = load_dataset(f"imagefolder:{root}", seed=1)
+    monkeypatch.setenv("EVOIR_DATA_MEMORY", "0")
+    monkeypatch.setenv("EVOIR_DATA_WORKERS", "0")
+    streamed = load_dataset(f"imagefolder:{root}", seed=1)
+    assert isinstance(streamed.train, StreamedSplit)
+    cfg = SearchConfig(dataset="synthetic", batch_size=4, population=1, keep=1, generations=0)
+    probes = [
+        GrowthRun(*painter_base(width=8, input_shape=d.input_shape), d, cfg, train_probe=8).probe
+        for d in (held, streamed)
+    ]
+    assert torch.equal(probes[0].images, probes[1].images) and len(probes[1]) == 8
+    assert torch.equal(probes[0].labels, probes[1].labels)
 
 
 def test_a_folder_of_class_folders_is_split_by_the_fractions_and_seed(tmp_path):
@@ -413,6 +430,25 @@ def test_search_train_and_eval_on_an_image_folder(evoir_cli, tmp_path):
     # The recorded data is checked when the run resumes: another class is refused.
     write_folder(root, classes=("gnu",), per_class=8, size=(8, 8))
     assert_user_error(evoir_cli("search", "--resume", "run"), "the run recorded 3×8×8 images of 3 classes")
+
+
+def test_eval_of_a_run_s_model_takes_the_run_s_data_and_split(evoir_cli, tmp_path):
+    write_folder(tmp_path / "pics", per_class=8, size=(8, 8))
+    r = evoir_cli(
+        "search", "--dataset", "imagefolder:pics", "--seed", "3", "--val-fraction", "0.25",
+        "-M", "2", "-K", "1", "-G", "1", "--initial-steps", "5", "--steps", "5", "--out", "run",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    best = json.loads((tmp_path / "run" / "results.json").read_text())["best"]
+    r = evoir_cli("eval", "run/best.json", "--split", "val", "--json")
+    assert r.code == 0, r.err
+    assert "--seed 3" in r.err and "--val-fraction 0.25" in r.err
+    got = json.loads(r.out)
+    assert got["examples"] == 6 and got["accuracy"] == best["val_acc"]  # the very split it was chosen on
+    # An option given on the command line wins over the run's: another split, other examples.
+    r = evoir_cli("eval", "run/best.json", "--split", "val", "--val-fraction", "0.5", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["examples"] == 12
 
 
 def test_a_streamed_search_from_the_cli(evoir_cli, tmp_path, streamed):

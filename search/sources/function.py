@@ -9,14 +9,12 @@ split off the training set).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
 from evoir.errors import EvoirError
+from evoir.named import named_object
 
 from .assemble import DataOptions, Source
 from .datasets import read_datasets
@@ -24,44 +22,9 @@ from .datasets import read_datasets
 KEYS = ("train", "val", "test")
 
 
-def _module(where: str):
-    if where.endswith(".py"):
-        path = Path(where).expanduser()
-        if not path.is_file():
-            raise EvoirError(f"{where}: no such file")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise EvoirError(f"{where}: not a Python file that can be imported")
-        module = importlib.util.module_from_spec(spec)
-        # Registered under its name, so that its classes pickle into DataLoader and Ray workers.
-        sys.modules.setdefault(path.stem, module)
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(where)
-
-
 def resolve(spec: str) -> Any:
     """The object ``spec`` names."""
-    where, _, attr = spec.rpartition(":")
-    if not where or not attr:
-        raise EvoirError(f"--dataset {spec}: expected MODULE:FUNCTION or path/to/file.py:FUNCTION")
-    try:
-        obj = _module(where)
-    except EvoirError:
-        raise
-    except Exception as err:  # an ImportError, or the user's module failing as it runs
-        top = where.split(".")[0]
-        hint = ""
-        if isinstance(err, ModuleNotFoundError) and err.name == top and Path(f"{top}.py").is_file():
-            hint = f"; for the file here, write {top}.py:{attr}"  # the evoir script's path lacks "."
-        raise EvoirError(
-            f"--dataset {spec}: cannot import {where!r} ({type(err).__name__}: {err}){hint}"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise EvoirError(f"--dataset {spec}: {where!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
+    return named_object(spec, f"--dataset {spec}", "my_data.py:load")
 
 
 def _splits(result: Any, spec: str) -> dict[str, Any]:
