@@ -1,7 +1,8 @@
 """Grow a torchvision ResNet-18 in the middle of a plain PyTorch training loop on CIFAR-10.
 
-The loop is an ordinary one (shuffled batches, AdamW, cross-entropy); at step --grow-at one call,
-``evoir.grow``, returns a grown module and an optimiser that continues the old one's state. The
+The loop is an ordinary one (shuffled batches, AdamW with a cosine schedule, cross-entropy); at
+step --grow-at one call, ``evoir.grow``, returns a grown module and an optimiser that continues
+the old one's state, and moves the scheduler onto it. The
 loss on the same batch is printed just before and just after the growth: a function-preserving
 pass (widen, deepen, inception, net2wider) leaves it where it was.
 
@@ -77,6 +78,7 @@ def main() -> None:
 
     model = torchvision.models.resnet18(num_classes=10, weights=None).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     started = time.perf_counter()
     for step in range(args.steps):
         x, y = (t.to(device) for t in next(batches))
@@ -84,7 +86,7 @@ def main() -> None:
             before = batch_loss(model, x, y)
             params_before = sum(p.numel() for p in model.parameters())
             model, optimizer = evoir.grow(
-                model, optimizer, args.op, example_input=x, at=args.at, seed=args.seed
+                model, optimizer, args.op, example_input=x, at=args.at, seed=args.seed, scheduler=scheduler
             )
             after = batch_loss(model, x, y)
             params_after = sum(p.numel() for p in model.parameters())
@@ -95,6 +97,7 @@ def main() -> None:
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         if step % 10 == 0 or step == args.steps - 1 or step == grow_at:
             print(f"step {step:4d}: loss {loss.item():.4f}  ({time.perf_counter() - started:.0f}s)")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -160,6 +161,51 @@ def test_loss_stays_continuous_over_several_steps_after_growth():
     assert losses[0] == twin_losses[0]
     # from the second step on β is off zero and the block contributes; both runs keep learning
     assert losses[-1] < losses[0] and twin_losses[-1] < twin_losses[0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8),
+        lambda opt: torch.optim.lr_scheduler.SequentialLR(
+            opt,
+            [
+                torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=2),
+                torch.optim.lr_scheduler.StepLR(opt, 2),
+            ],
+            milestones=[2],
+        ),
+    ],
+    ids=["cosine", "sequential"],
+)
+def test_a_scheduler_moves_onto_the_new_optimizer_and_its_schedule_goes_on(make):
+    model, optimizer, x, y = trained("sgd-momentum", steps=0)
+    scheduler = make(optimizer)
+    twin_optimizer = OPTIMIZERS["sgd-momentum"](copy.deepcopy(model).parameters())
+    twin_scheduler = make(twin_optimizer)  # the schedule as it runs without growth (no gradients)
+    for _ in range(3):
+        step(model, optimizer, x, y), scheduler.step()
+        twin_optimizer.step(), twin_scheduler.step()
+    new, new_optimizer = evoir.grow(
+        model, optimizer, "widen", example_input=x, at="add", channels=4, scheduler=scheduler
+    )
+    assert scheduler.optimizer is new_optimizer
+    assert all(s.optimizer is new_optimizer for s in getattr(scheduler, "_schedulers", ()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a scheduler's optimizer looks wrong
+        for _ in range(4):
+            step(new, new_optimizer, x, y), scheduler.step()
+            twin_optimizer.step(), twin_scheduler.step()
+            assert [g["lr"] for g in new_optimizer.param_groups] == [
+                g["lr"] for g in twin_optimizer.param_groups
+            ]
+
+
+def test_a_scheduler_of_another_optimizer_is_refused():
+    model, optimizer, x, _ = trained("adam", steps=0)
+    other = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), 2)
+    with pytest.raises(EvoirError, match="scheduler StepLR does not drive the optimizer given"):
+        evoir.grow(model, optimizer, "widen", example_input=x, at="add", channels=4, scheduler=other)
 
 
 def test_a_grown_module_grows_again_from_the_graph_it_carries():

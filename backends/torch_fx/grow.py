@@ -51,6 +51,7 @@ def grow(
     *,
     example_input: torch.Tensor | Sequence[torch.Tensor],
     check: bool = True,
+    scheduler: Any = None,
     **options: Any,
 ) -> tuple[fx.GraphModule, torch.optim.Optimizer | None]:
     """Apply one rewrite pass to ``module`` and return the grown module and its optimiser.
@@ -60,8 +61,7 @@ def grow(
             a module ``grow`` returned. It is not changed; the new module shares its tensors.
         optimizer: ``torch.optim.SGD``, ``Adam`` or ``AdamW`` over (some of) the module's
             parameters, or None. A new optimiser of the same class and param groups is
-            returned; the old one should no longer be stepped. A learning-rate scheduler holds
-            the old one: point it at the new one (``scheduler.optimizer = new_optimizer``).
+            returned; the old one should no longer be stepped.
         op: a pass name as ``evoir passes`` lists it (``widen``, ``deepen``, ``inception``,
             ``net2wider``, ``net2deeper``, …), ``random`` (a random preserving pass; options
             ``seed`` and ``tau``), a pass line (``widen{at=add_2,channels=8}``) or a ``Pass``.
@@ -70,6 +70,10 @@ def grow(
             in eval mode without gradients.
         check: for a function-preserving pass, compare both modules' outputs on
             ``example_input`` in eval mode and raise if they differ.
+        scheduler: the ``optimizer``'s learning-rate scheduler (any ``torch.optim.lr_scheduler``
+            one, ``SequentialLR`` and ``ChainedScheduler`` included), moved onto the new
+            optimiser: its schedule goes on from where it is (the new param groups carry each
+            group's ``lr`` and ``initial_lr``).
         **options: the pass's options, as ``evoir mutate`` takes them: ``at`` (a node id; a
             random site, drawn with ``seed``, when not given), ``channels``, ``kernel``,
             ``seed`` and any other field (``sigma="bn+gelu"``); None leaves an option's default.
@@ -84,6 +88,7 @@ def grow(
             ``example_input`` the module cannot run; or a pass that changed the function.
     """
     check_optimizer(optimizer)
+    schedulers = _schedulers_of(scheduler, optimizer)
     make_pass = _pass_maker(op, {key: value for key, value in options.items() if value is not None})
     inputs = _inputs(example_input)
     reference = _run_in_eval(
@@ -106,7 +111,25 @@ def grow(
     new_optimizer = carry_optimizer(
         optimizer, module.parameters(), result.graph, new_store, result.added, replacements
     )
+    for each in schedulers:
+        each.optimizer = new_optimizer
     return new_module, new_optimizer
+
+
+def _schedulers_of(scheduler: Any, optimizer: torch.optim.Optimizer | None) -> list[Any]:
+    """``scheduler`` and the schedulers it chains, each checked to drive ``optimizer``."""
+    if scheduler is None:
+        return []
+    if optimizer is None:
+        raise EvoirError("a scheduler was given without its optimizer")
+    found = [scheduler, *getattr(scheduler, "_schedulers", ())]
+    for each in found:
+        if getattr(each, "optimizer", None) is not optimizer:
+            raise EvoirError(
+                f"scheduler {type(each).__name__} does not drive the optimizer given "
+                "(a torch.optim.lr_scheduler scheduler of that optimizer is expected)"
+            )
+    return found
 
 
 # ---- the pass ------------------------------------------------------------------------------
