@@ -23,6 +23,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Each test keeps what evoir caches (a streamed folder's normalisation) in its own folder,
+    never in the user's ~/.cache, and subprocesses inherit it."""
+    monkeypatch.setenv("EVOIR_CACHE", str(tmp_path_factory.mktemp("evoir-cache")))
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "no_auto_verify: skip the per-pass function check (the test verifies itself)"

@@ -432,6 +432,31 @@ def test_search_train_and_eval_on_an_image_folder(evoir_cli, tmp_path):
     assert_user_error(evoir_cli("search", "--resume", "run"), "the run recorded 3×8×8 images of 3 classes")
 
 
+def test_a_streamed_folder_s_normalisation_is_kept_until_the_folder_changes(tmp_path, monkeypatch, streamed):
+    from evoir.search.sources import assemble
+
+    root = write_folder(tmp_path / "pics", per_class=6, size=(8, 8))
+    passes = []
+    original = assemble.channel_stats
+    monkeypatch.setattr(assemble, "channel_stats", lambda *a: passes.append(1) or original(*a))
+    first = load_dataset(f"imagefolder:{root}", seed=1)
+    again = load_dataset(f"imagefolder:{root}", seed=1)
+    assert len(passes) == 1  # the second load decoded nothing for its statistics
+    assert torch.equal(first.mean, again.mean) and torch.equal(first.std, again.std)
+    monkeypatch.delenv("EVOIR_DATA_MEMORY")
+    held = load_dataset(f"imagefolder:{root}", seed=1)  # in memory: computed, and the same
+    assert torch.equal(held.mean, again.mean) and torch.equal(held.std, again.std)
+    monkeypatch.setenv("EVOIR_DATA_MEMORY", "0")
+    other_split = load_dataset(f"imagefolder:{root}", seed=2)  # other training images
+    assert len(passes) == 3
+    # Images edited in place (one class's, so some are training images): another data set.
+    for edited in sorted(root.iterdir())[0].iterdir():
+        Image.new("RGB", (8, 8), (255, 255, 255)).save(edited)
+    changed = load_dataset(f"imagefolder:{root}", seed=1)
+    assert len(passes) == 4 and not torch.equal(changed.mean, first.mean)
+    assert other_split.classes == 3
+
+
 def test_eval_of_a_run_s_model_takes_the_run_s_data_and_split(evoir_cli, tmp_path):
     write_folder(tmp_path / "pics", per_class=8, size=(8, 8))
     r = evoir_cli(

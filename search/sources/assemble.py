@@ -12,7 +12,7 @@ the images held in memory or streamed, the normalisation computed.
   many), else every one becomes a ``StreamedSplit``.
 - **Normalisation.** Per-channel mean and standard deviation of the training split from exact
   integer sums, so a streamed split, decoded batch by batch, gets the very numbers the same
-  split held in memory gets.
+  split held in memory gets; a streamed folder's are kept between loads (``stats_cache.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from evoir.errors import EvoirError
 from ..dataset import DataSet, Split
 from .items import ImageItems, StreamedSplit, decode_all, in_order
 from .memory import loader_workers, memory_limit
+from .stats_cache import cached_stats
 
 DEFAULT_FRACTION = 0.1
 # Below this many images a data set held in memory is decoded in this process: starting
@@ -181,5 +182,5 @@ def assemble(name: str, source: Source, options: DataOptions) -> DataSet:
             f"{source.where}: the splits' images differ in shape ({', '.join(map(str, sorted(shapes)))}); "
             "give --image-size N to resize them all"
         )
-    mean, std = channel_stats(_training_batches(train), train.image_shape[0])
+    mean, std = cached_stats(train, lambda: channel_stats(_training_batches(train), train.image_shape[0]))
     return DataSet(name, train, val, test, source.classes, mean, std)
