@@ -7,6 +7,8 @@ same loop. Targets: NE best ≥ base + 2 points; ensemble ≥ NE best; store byt
 generations ≤ 0.25 × the bytes of M independent copies.
 
     python -m bench.ne_cifar [--data-dir DIR] [--out bench_runs/ne-cifar] [--selection topk]
+    python -m bench.ne_cifar --no-base ...      # NE only (the JSON is written as soon as it ends)
+    python -m bench.ne_cifar --base-only ...    # then the base, added to that seed's JSON
 
 DIR must hold cifar-10-batches-py; when it does not, the shared offline copy is materialised
 into it (../shared/datasets/cifar10/materialize.py).
@@ -19,7 +21,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -138,6 +139,14 @@ def main() -> None:
     parser.add_argument(
         "--no-base", action="store_true", help="skip the base network (it is the same for every NE variant)"
     )
+    parser.add_argument(
+        "--base-only",
+        action="store_true",
+        help="only the base network, added to this seed's NE results (a run that fits the time at hand)",
+    )
+    parser.add_argument(
+        "--from-run", type=Path, default=None, help="take the NE figures from this finished run folder"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--workers", type=int, default=None, help="train on N local Ray workers (default: in-process)"
@@ -189,77 +198,6 @@ def main() -> None:
         precision=args.precision,
     )
     data = load_dataset("cifar10", args.data_dir, seed=config.seed)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
-
-    started = time.perf_counter()
-    search = new_search(config, data, args.out)
-    search.start(*initial_network("painter-base", data, config.seed))
-    if args.workers:
-        from evoir.search.workers.ray_pool import RayPool
-
-        search.pool = RayPool(data, args.workers)
-    search.progress.on_generation = lambda r: print(
-        f"gen {r['generation']:2d}: best val {r['best_val_acc']:.4f} mean {r['mean_val_acc']:.4f} "
-        f"store/independent {r['store_bytes'] / r['independent_bytes']:.3f} {r['elapsed_s']:.0f}s",
-        flush=True,
-    )
-    search.run()
-    results = finalize(search)
-    if search.pool is not None:
-        search.pool.close()
-    ne_seconds = time.perf_counter() - started
-
-    total = config.initial_steps + config.generations * config.steps
-    table = {
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-        "ne_best": results["best"]["test_acc"],
-        "ne_best_val": results["best"]["val_acc"],
-        "ne_best_generation": results["best"]["generation"],
-        "ne_last_generation_best": results["last_generation_best"]["test_acc"],
-        "recipe": {k: getattr(config, k) for k in RECIPE},
-        "ensemble": results["ensemble"]["test_acc"],
-        "hierarchical": results["hierarchical"]["test_acc"],
-        "ne_best_params": results["best"]["params"],
-        "ne_best_passes": results["best"].get("lineage"),
-        "flops_spent_ne": results["flops_spent"],
-        "flops_train_ne": search.flops_train,
-        "steps": total,
-        "selection": args.selection,
-        "workers": args.workers,
-        "seconds_by_kind": {k: round(v, 1) for k, v in search.seconds.items()},
-        "ne_seconds": round(ne_seconds, 1),
-        "history": [
-            {k: h[k] for k in ("generation", "best_val_acc", "mean_val_acc")} for h in search.history
-        ],
-    }
-    gen5 = next((h for h in search.history if h["generation"] == 5), search.history[-1])
-    table["memory_ratio_gen5"] = gen5["store_bytes"] / gen5["independent_bytes"]
-    print(f"\nCIFAR-10, {total} training steps, selection {args.selection}")
-    print(f"  NE best single:             test {table['ne_best']:.4f}  ({table['ne_best_params']:,} params)")
-    print(f"  NE ensemble (mean):         test {table['ensemble']:.4f}")
-    print(f"  NE hierarchical ensemble:   test {table['hierarchical']:.4f}")
-    print(
-        f"  store after 5 generations:  {table['memory_ratio_gen5']:.3f} of M independent copies (target <= 0.25)"
-    )
-    if not args.no_base:
-        base_graph, _ = initial_network("painter-base", data, config.seed)
-        per_step = 3 * analyze(base_graph).flops * config.batch_size
-        flops_steps = max(total, round(search.flops_train / per_step / 100) * 100)
-        base = base_protocol(config, data, total, flops_steps)
-        table["base"] = base
-        print(f"  base, best test every 500 (report's protocol): {base['report_protocol']:.4f}")
-        print(f"  base, same steps:           test {base['equal_steps']:.4f}")
-        print(f"  base, same training FLOPs:  test {base['equal_flops']:.4f} ({flops_steps} steps)")
-        print(
-            f"  NE best - base (same steps): {100 * (table['ne_best'] - base['equal_steps']):+.2f} points (target >= +2)"
-        )
-    print(
-        f"  ensemble - NE best:         {100 * (table['ensemble'] - table['ne_best']):+.2f} points (target >= 0)"
-    )
-    (args.out / "bench.json").write_text(json.dumps(table, indent=1) + "\n")
     tag = args.tag or "-".join(
         str(x)
         for x in (
@@ -272,9 +210,115 @@ def main() -> None:
         )
     )
     out = RESULTS / f"{tag}-seed{args.seed}.json"
+    if args.base_only:
+        if not out.exists():
+            sys.exit(f"--base-only: no NE results at {out} (run without it, or with --from-run, first)")
+        table = json.loads(out.read_text())
+    else:
+        folder = args.from_run or args.out
+        if args.from_run is None:
+            run_ne(config, data, args)
+        table = ne_table(folder, config, args)
+        save(out, table)
+    print_ne(table)
+    if not args.no_base:
+        table["base"] = base_for(config, data, table)
+        save(out, table)
+    print_comparison(table)
+
+
+def run_ne(config: SearchConfig, data, args) -> None:
+    """The NE search into ``args.out`` (its report, results.json, is what the table reads)."""
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    search = new_search(config, data, args.out)
+    search.start(*initial_network("painter-base", data, config.seed))
+    if args.workers:
+        from evoir.search.workers.ray_pool import RayPool
+
+        search.pool = RayPool(data, args.workers)
+    search.progress.on_generation = lambda r: print(
+        f"gen {r['generation']:2d}: best val {r['best_val_acc']:.4f} mean {r['mean_val_acc']:.4f} "
+        f"store/independent {r['store_bytes'] / r['independent_bytes']:.3f} {r['elapsed_s']:.0f}s",
+        flush=True,
+    )
+    search.run()
+    finalize(search)
+    if search.pool is not None:
+        search.pool.close()
+
+
+def ne_table(folder: Path, config: SearchConfig, args) -> dict:
+    """The NE figures of a finished run folder (its results.json and history.jsonl), so a run
+    whose bench process was stopped after the search still counts (``--from-run``)."""
+    results = json.loads((folder / "results.json").read_text())
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    gen5 = next((h for h in history if h["generation"] == 5), history[-1])
+    return {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "ne_best": results["best"]["test_acc"],
+        "ne_best_val": results["best"]["val_acc"],
+        "ne_best_generation": results["best"]["generation"],
+        "ne_last_generation_best": results["last_generation_best"]["test_acc"],
+        "recipe": {k: getattr(config, k) for k in RECIPE},
+        "ensemble": results["ensemble"]["test_acc"],
+        "hierarchical": results["hierarchical"]["test_acc"],
+        "ne_best_params": results["best"]["params"],
+        "ne_best_passes": results["best"].get("lineage"),
+        "flops_spent_ne": results["flops_spent"],
+        "flops_train_ne": results["flops_train"],
+        "steps": config.initial_steps + config.generations * config.steps,
+        "selection": config.selection,
+        "workers": args.workers,
+        "seconds_by_kind": {k: round(v, 1) for k, v in results["seconds"].items()},
+        "ne_seconds": results["elapsed_s"],
+        "history": [{k: h[k] for k in ("generation", "best_val_acc", "mean_val_acc")} for h in history],
+        "memory_ratio_gen5": gen5["store_bytes"] / gen5["independent_bytes"],
+    }
+
+
+def base_for(config: SearchConfig, data, table: dict) -> dict:
+    """The base network at the NE run's steps and at its training FLOPs."""
+    base_graph, _ = initial_network("painter-base", data, config.seed)
+    per_step = 3 * analyze(base_graph).flops * config.batch_size
+    total = table["steps"]
+    flops_steps = max(total, round(table["flops_train_ne"] / per_step / 100) * 100)
+    return base_protocol(config, data, total, flops_steps)
+
+
+def save(out: Path, table: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(table) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out}", flush=True)
+
+
+def print_ne(table: dict) -> None:
+    print(f"\nCIFAR-10, {table['steps']} training steps, selection {table['selection']}")
+    print(f"  NE best single:             test {table['ne_best']:.4f}  ({table['ne_best_params']:,} params)")
+    print(f"  NE ensemble (mean):         test {table['ensemble']:.4f}")
+    print(f"  NE hierarchical ensemble:   test {table['hierarchical']:.4f}")
+    print(
+        f"  store after 5 generations:  {table['memory_ratio_gen5']:.3f} of M independent copies (target <= 0.25)",
+        flush=True,
+    )
+
+
+def print_comparison(table: dict) -> None:
+    base = table.get("base")
+    if base is not None:
+        print(f"  base, best test every 500 (report's protocol): {base['report_protocol']:.4f}")
+        print(f"  base, same steps:           test {base['equal_steps']:.4f}")
+        print(
+            f"  base, same training FLOPs:  test {base['equal_flops']:.4f} ({base['equal_flops_steps']} steps)"
+        )
+        print(
+            f"  NE best - base (same steps): {100 * (table['ne_best'] - base['equal_steps']):+.2f} points (target >= +2)"
+        )
+    print(
+        f"  ensemble - NE best:         {100 * (table['ensemble'] - table['ne_best']):+.2f} points (target >= 0)"
+    )
 
 
 if __name__ == "__main__":

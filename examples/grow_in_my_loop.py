@@ -2,9 +2,9 @@
 
 The loop is an ordinary one (shuffled batches, AdamW with a cosine schedule, cross-entropy); at
 step --grow-at one call, ``evoir.grow``, returns a grown module and an optimiser that continues
-the old one's state, and moves the scheduler onto it. The
-loss on the same batch is printed just before and just after the growth: a function-preserving
-pass (widen, deepen, inception, net2wider) leaves it where it was.
+the old one's state, and moves the scheduler onto it. The loss on the same batch is printed
+just before and just after the growth: a function-preserving pass (widen, deepen, inception,
+net2wider) leaves it where it was.
 
     python examples/grow_in_my_loop.py --data-dir /tmp/evoir-cifar
     python examples/grow_in_my_loop.py --data-dir /tmp/evoir-cifar --op net2wider --steps 400
