@@ -84,12 +84,13 @@ def recipe_tag(config: SearchConfig) -> list[str]:
     return parts
 
 
-def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int) -> dict:
+def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int, on_part=None) -> dict:
     """The base network alone with the same loop and recipe: its test accuracy every 500 steps
     (the report's protocol reports the best of these), at ``steps`` (equal steps) and at
     ``flops_steps`` (equal training FLOPs). Its schedule spans the ``steps`` of its run; with
     a schedule other than constant, equal FLOPs is a second run whose schedule spans
-    ``flops_steps`` (a schedule's end is where it is meant to be evaluated)."""
+    ``flops_steps`` (a schedule's end is where it is meant to be evaluated), and ``on_part``
+    gets the figures at equal steps before it starts (``equal_flops`` None), to save them."""
     device = torch.device(resolve_device(config.device))
     graph, store = initial_network("painter-base", data, config.seed)
     per_step = 3 * analyze(graph).flops * config.batch_size
@@ -107,15 +108,19 @@ def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int) -> d
 
     constant = config.schedule == "constant"
     tested = run(max(steps, flops_steps) if constant else steps, every=True)
-    equal_flops = tested[flops_steps] if constant else run(flops_steps, every=False)[flops_steps]
-    return {
+    figures = {
         "equal_steps": tested[steps],
-        "equal_flops": equal_flops,
+        "equal_flops": tested[flops_steps] if constant else None,
         "equal_flops_steps": flops_steps,
         "report_protocol": max(v for k, v in tested.items() if k <= steps),
         "curve": {str(k): v for k, v in tested.items()},
         "flops_per_step": per_step,
     }
+    if not constant:
+        if on_part is not None:
+            on_part(dict(figures))
+        figures["equal_flops"] = run(flops_steps, every=False)[flops_steps]
+    return figures
 
 
 def main() -> None:
@@ -222,7 +227,12 @@ def main() -> None:
         save(out, table)
     print_ne(table)
     if not args.no_base:
-        table["base"] = base_for(config, data, table)
+
+        def part(figures: dict) -> None:
+            table["base"] = figures
+            save(out, table)
+
+        table["base"] = base_for(config, data, table, on_part=part)
         save(out, table)
     print_comparison(table)
 
@@ -279,13 +289,13 @@ def ne_table(folder: Path, config: SearchConfig, args) -> dict:
     }
 
 
-def base_for(config: SearchConfig, data, table: dict) -> dict:
+def base_for(config: SearchConfig, data, table: dict, on_part=None) -> dict:
     """The base network at the NE run's steps and at its training FLOPs."""
     base_graph, _ = initial_network("painter-base", data, config.seed)
     per_step = 3 * analyze(base_graph).flops * config.batch_size
     total = table["steps"]
     flops_steps = max(total, round(table["flops_train_ne"] / per_step / 100) * 100)
-    return base_protocol(config, data, total, flops_steps)
+    return base_protocol(config, data, total, flops_steps, on_part)
 
 
 def save(out: Path, table: dict) -> None:
@@ -310,9 +320,10 @@ def print_comparison(table: dict) -> None:
     if base is not None:
         print(f"  base, best test every 500 (report's protocol): {base['report_protocol']:.4f}")
         print(f"  base, same steps:           test {base['equal_steps']:.4f}")
-        print(
-            f"  base, same training FLOPs:  test {base['equal_flops']:.4f} ({base['equal_flops_steps']} steps)"
-        )
+        if base["equal_flops"] is not None:
+            print(
+                f"  base, same training FLOPs:  test {base['equal_flops']:.4f} ({base['equal_flops_steps']} steps)"
+            )
         print(
             f"  NE best - base (same steps): {100 * (table['ne_best'] - base['equal_steps']):+.2f} points (target >= +2)"
         )
