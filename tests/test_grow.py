@@ -22,6 +22,8 @@ from evoir.backends.torch_fx.state_map import StateMap
 from evoir.passes.base import Pass, PassResult, Preserves
 from evoir.passes.rewrite import Rewriter
 
+from .test_import import Unsupported
+
 
 class Tiny(nn.Module):
     """A stem, one residual block and a linear head over a 2×2 pooled map: net2wider at the stem
@@ -455,24 +457,14 @@ def test_the_check_refuses_a_pass_that_changed_the_function():
 # ---- a user's mistakes: one sentence each -----------------------------------------------------
 
 
-class NotTraceable(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.norm = nn.LayerNorm([4, 6, 6])
-
-    def forward(self, x):
-        return self.norm(self.conv(x))
-
-
 MISTAKES = {
     "unsupported optimizer": (
         lambda m: (m, torch.optim.RMSprop(m.parameters()), "widen", {}),
         "not torch.optim.rmsprop.RMSprop",
     ),
     "module evoir cannot import": (
-        lambda m: (NotTraceable(), None, "widen", {}),
-        "evoir.grow cannot import NotTraceable: cannot import fx node 'norm'",
+        lambda m: (Unsupported(), None, "widen", {}),  # a module with an op evoir lacks
+        "evoir.grow cannot import Unsupported: cannot import fx node 'norm'",
     ),
     "unknown op": (lambda m: (m, None, "widenn", {}), "unknown op 'widenn'"),
     "unknown option": (lambda m: (m, None, "widen", {"width": 3}), "option 'width' does not apply to widen"),
