@@ -9,6 +9,7 @@ import click
 
 from evoir.errors import EvoirError
 from evoir.modelfile import Model, weights_path
+from evoir.search.config import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 
 class ShapeType(click.ParamType):
@@ -103,7 +104,7 @@ def training_options(command):
             click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-6, show_default=True),
             click.option(
                 "--optimizer",
-                type=click.Choice(["adam", "adamw", "sgd"]),
+                type=click.Choice(OPTIMIZERS),
                 default="adam",
                 show_default=True,
                 help="Its state is kept per tensor and inherited by children.",
@@ -118,7 +119,7 @@ def training_options(command):
             click.option("--nesterov", is_flag=True, help="SGD with Nesterov momentum."),
             click.option(
                 "--schedule",
-                type=click.Choice(["constant", "cosine", "onecycle"]),
+                type=click.Choice(SCHEDULES),
                 default="constant",
                 show_default=True,
                 help="Learning-rate schedule (a factor on each member's own rate).",
@@ -143,7 +144,7 @@ def training_options(command):
             ),
             click.option(
                 "--precision",
-                type=click.Choice(["fp32", "bf16"]),
+                type=click.Choice(PRECISIONS),
                 default="fp32",
                 show_default=True,
                 help="bf16: forward pass under autocast (faster on GPUs and on CPUs with bf16 "

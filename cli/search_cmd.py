@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from evoir.errors import EvoirError
-from evoir.search.config import STRATEGIES
+from evoir.search.config import SCHEDULE_SCOPES, STRATEGIES
 
 from .common import check_output, data_options, human, load, model_argument, steps_progress, training_options
 
@@ -138,7 +138,7 @@ from .common import check_output, data_options, human, load, model_argument, ste
 @training_options
 @click.option(
     "--schedule-scope",
-    type=click.Choice(["run", "generation"]),
+    type=click.Choice(SCHEDULE_SCOPES),
     default="run",
     show_default=True,
     help="ne, speciation: one schedule over the run's N_i + G·N_j steps, or one per generation's training "

@@ -22,6 +22,16 @@ Strategy = Literal[
     "independent",
 ]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+# The recipe's choices, named once: the config validates them, the trainer's modules type
+# their settings with them, the CLI offers them.
+OptimizerKind = Literal["adam", "adamw", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerKind)
+ScheduleKind = Literal["constant", "cosine", "onecycle"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleKind)
+ScheduleScope = Literal["run", "generation"]
+SCHEDULE_SCOPES: tuple[str, ...] = get_args(ScheduleScope)
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
 # Strategies that search a space of architectures (the IR under Real et al.'s mutations,
 # ERA's 8 parameters, NAS-Bench-201's cells) and which spaces each can work in; the first is
@@ -105,19 +115,19 @@ class RecipeOptions(_Options):
     eval_batch_size: int = Field(64, ge=1, description="64: fastest per image on a CPU (bench.layout_speed)")
     lr: float = Field(0.003, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: OptimizerKind = "adam"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD's momentum")
     nesterov: bool = Field(False, description="SGD with Nesterov momentum")
-    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    schedule: ScheduleKind = "constant"
     warmup: float = Field(0.0, ge=0, lt=1, description="the schedule's warm-up, a fraction of its steps")
-    schedule_scope: Literal["run", "generation"] = Field(
+    schedule_scope: ScheduleScope = Field(
         "run",
         description="what one schedule spans in a generational search: every step of the run, or "
         "each generation's training (schedule.py); a steady-state candidate's spans its training",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="the largest gradient norm of a step")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward pass under autocast")
+    precision: Precision = Field("fp32", description="bf16: forward pass under autocast")
     augment: bool = False
     stack_members: bool | None = Field(
         None,

@@ -18,7 +18,6 @@ same update as ``torch.optim.SGD``'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 from torch.optim.adam import adam
@@ -27,8 +26,8 @@ from torch.optim.sgd import sgd
 
 from evoir.store import TensorStore
 
-OptimizerKind = Literal["adam", "adamw", "sgd"]
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerKind)
+from .config import OptimizerKind
+
 State = dict[str, torch.Tensor]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import RecipeOptions
+from .config import Precision, RecipeOptions
 from .optim import OptimizerSettings
 from .schedule import Schedule
 
@@ -31,7 +31,7 @@ class TrainSettings:
     schedule: Schedule = Schedule()
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # the largest gradient norm of a member's step
-    precision: str = "fp32"  # or "bf16": forward and loss under autocast
+    precision: Precision = "fp32"  # bf16: forward and loss under autocast
 
     @classmethod
     def of(cls, config: RecipeOptions) -> TrainSettings:

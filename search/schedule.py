@@ -8,9 +8,9 @@ every mutation): step t of a schedule of T steps trains at ``member.lr × factor
     onecycle   ``OneCycleLR``'s learning rate: cosine up from 1/25 over the warm-up (0.3 by
                default), then cosine down to 1/(25·10⁴) (momentum is not cycled)
 
-The warm-up is a fraction of the schedule (rounded down to whole steps). The factors are those of torch's own schedulers
-step for step (tests/test_recipe.py checks them); they are computed in closed form because a
-shared store has one learning rate per member, not per optimiser.
+The warm-up is a fraction of the schedule (rounded down to whole steps). The factors are those
+of torch's own schedulers step for step (tests/test_recipe.py checks them); they are computed
+in closed form because a shared store has one learning rate per member, not per optimiser.
 
 Which steps a schedule spans (``--schedule-scope``) in a search with shared parameters:
 ``run`` — one schedule over every step a member's lineage takes in the run (NE's N_i + G·N_j
@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
-ScheduleKind = Literal["constant", "cosine", "onecycle"]
-SCHEDULES: tuple[str, ...] = get_args(ScheduleKind)
+from .config import ScheduleKind
+
 ONECYCLE_WARMUP = 0.3  # OneCycleLR's pct_start
 ONECYCLE_DIV = 25.0  # OneCycleLR's div_factor
 ONECYCLE_FINAL_DIV = 1e4  # OneCycleLR's final_div_factor
@@ -83,8 +82,3 @@ class Phase:
     def step(self, i: int, steps: int) -> float:
         """The schedule step of the call's step ``i`` of ``steps``."""
         return self.start + i * self.length / max(steps, 1)
-
-    def part(self, done: int, of: int) -> Phase:
-        """The stretch left after ``done`` of a call's ``of`` steps (a call taken in pieces)."""
-        per = self.length / max(of, 1)
-        return Phase(self.start + done * per, (of - done) * per, self.total)

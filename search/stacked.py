@@ -179,10 +179,10 @@ class StackedUnits:
                     self.units.remove([m])
                     t.give_up(m, why, training)
             return
-        failed = {m.id: float(loss) for m, loss in zip(unit, losses, strict=True) if not torch.isfinite(loss)}
-        kept = [m for m in unit if m.id not in failed]
         finite = torch.isfinite(losses)
-        t.losses.add(losses[finite].sum(), int(finite.sum()))
+        failed = {m.id: float(loss) for m, loss, ok in zip(unit, losses, finite, strict=True) if not ok}
+        kept = [m for m in unit if m.id not in failed]
+        t.losses.add(losses[finite].sum(), len(kept))
         for m in kept:
             t.count_step(m)
         if not failed:

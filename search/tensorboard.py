@@ -32,12 +32,9 @@ SCALARS = {
 def summary_writer(folder: Path, purge_step: int | None = None):
     """torch's ``SummaryWriter`` in ``folder``; without the package, one line saying how to
     get it."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise EvoirError(
-            "--tensorboard needs the tensorboard package: pip install 'evoir[tensorboard]'"
-        ) from None
+    check_available()
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 
