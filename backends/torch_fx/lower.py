@@ -23,7 +23,16 @@ from torch import nn
 from evoir.errors import EvoirError
 from evoir.graph import Graph, Node
 from evoir.names import fresh_name
+from evoir.ops.norm import scale_shape
 from evoir.store import TensorStore
+
+from .sequence_modules import (
+    ClassToken,
+    Gather,
+    Glu,
+    PositionEmbedding,
+    attention_module,
+)
 
 Lowering = Callable[["_Lowerer", Node, list[fx.Node]], fx.Node]
 LOWERINGS: dict[str, Lowering] = {}
@@ -101,7 +110,7 @@ def _bn(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
 @lowers("linear")
 def _linear(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     a = lw.attrs(node)
-    fc = nn.Linear(lw.graph.node(node.inputs[0]).type.shape[0], a.out_features, bias=a.bias, device="meta")
+    fc = nn.Linear(lw.graph.node(node.inputs[0]).type.shape[-1], a.out_features, bias=a.bias, device="meta")
     return lw.call_module(node, fc, args)
 
 
@@ -185,7 +194,8 @@ def _mul(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
 @lowers("channel_slice")
 def _channel_slice(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     a = lw.attrs(node)
-    return lw.fx.call_function(torch.narrow, (args[0], 1, a.start, a.end - a.start))
+    dim = node.type.batched_channel_dim
+    return lw.fx.call_function(torch.narrow, (args[0], dim, a.start, a.end - a.start))
 
 
 @lowers("channel_shuffle")
@@ -197,7 +207,7 @@ def _channel_shuffle(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
 def _concat(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     if len(args) == 1:
         return args[0]
-    return lw.fx.call_function(torch.cat, (list(args),), {"dim": 1})
+    return lw.fx.call_function(torch.cat, (list(args),), {"dim": node.type.batched_channel_dim})
 
 
 class ChannelLayerNorm(nn.Module):
@@ -218,7 +228,21 @@ class ChannelLayerNorm(nn.Module):
 
 @lowers("layernorm")
 def _layernorm(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
-    return lw.call_module(node, ChannelLayerNorm(node.type.channels, lw.attrs(node).eps), args)
+    eps = lw.attrs(node).eps
+    if node.type.layout == "sequence":  # the width is the last axis already
+        return lw.call_module(node, nn.LayerNorm(node.type.channels, eps=eps, device="meta"), args)
+    return lw.call_module(node, ChannelLayerNorm(node.type.channels, eps), args)
+
+
+@lowers("rmsnorm")
+def _rmsnorm(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    eps = lw.attrs(node).eps
+    x = args[0]
+    moved = node.type.rank == 3  # an image: its channels to the last axis and back
+    if moved:
+        x = lw.fx.call_method("movedim", (x, 1, -1))
+    y = lw.call_module(node, nn.RMSNorm(node.type.channels, eps=eps, device="meta"), [x])
+    return lw.fx.call_method("movedim", (y, -1, 1)) if moved else y
 
 
 class Scale(nn.Module):
@@ -234,13 +258,13 @@ class Scale(nn.Module):
 
 @lowers("scale")
 def _scale(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
-    x = lw.graph.node(node.inputs[0]).type
-    return lw.call_module(node, Scale((x.channels, *[1] * (x.rank - 1))), args)
+    return lw.call_module(node, Scale(scale_shape(lw.graph.node(node.inputs[0]).type)), args)
 
 
 @lowers("softmax")
 def _softmax(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
-    return lw.fx.call_function(F.softmax, tuple(args), {"dim": 1})
+    dim = node.type.batched_channel_dim if node.type.channel_axis is not None else -1
+    return lw.fx.call_function(F.softmax, tuple(args), {"dim": dim})
 
 
 @lowers("maxpool2d")
@@ -292,6 +316,73 @@ def _fit(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
         pad = (0, 0) * (src.rank - 1) + (0, dst.channels - src.channels)
         x = lw.fx.call_function(F.pad, (x, pad))
     return x
+
+
+@lowers("embedding")
+def _embedding(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.call_module(node, nn.Embedding(a.vocab, a.dim, device="meta"), args)
+
+
+@lowers("position_embedding")
+def _position_embedding(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    length, width = lw.attrs(node).length, node.type.channels
+    return lw.call_module(node, PositionEmbedding(length, width, node.type.shape[0]), args)
+
+
+@lowers("class_token")
+def _class_token(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.call_module(node, ClassToken(node.type.channels), args)
+
+
+@lowers("tokens_from_image")
+def _tokens_from_image(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    flat = lw.fx.call_function(torch.flatten, (args[0],), {"start_dim": 2})
+    return lw.fx.call_method("transpose", (flat, 1, 2))
+
+
+@lowers("token_select")
+def _token_select(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(torch.select, (args[0], 1, lw.attrs(node).index))
+
+
+@lowers("token_mean")
+def _token_mean(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(torch.mean, (args[0],), {"dim": 1})
+
+
+@lowers("attention")
+def _attention(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.call_module(node, attention_module(a, lw.graph.node(node.inputs[0]).type.shape[1]), args)
+
+
+@lowers("glu")
+def _glu(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.call_module(node, Glu(lw.attrs(node).activation), args)
+
+
+@lowers("reshape")
+def _reshape(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_method("reshape", (args[0], -1, *node.type.shape))
+
+
+@lowers("permute")
+def _permute(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    dims = (0, *(d + 1 for d in lw.attrs(node).dims))
+    return lw.fx.call_method("permute", (args[0], *dims))
+
+
+@lowers("roll")
+def _roll(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.fx.call_function(torch.roll, (args[0], a.shifts, tuple(d + 1 for d in a.dims)))
+
+
+@lowers("gather")
+def _gather(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    a = lw.attrs(node)
+    return lw.call_module(node, Gather(a.axis + 1, a.index), args)
 
 
 def lower(graph: Graph, store: TensorStore, channels_last: bool | None = None) -> fx.GraphModule:

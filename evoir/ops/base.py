@@ -114,6 +114,24 @@ class OpSpec:
         return 0
 
 
+def require_image(x: TensorType, op: str) -> None:
+    """Raises ValueError unless ``x`` is an image (C,H,W) with its channels first."""
+    if x.rank != 3 or x.layout != "channels_first" or not x.is_float:
+        raise ValueError(f"{op} needs a (C,H,W) input, got {x}")
+
+
+def require_channels(x: TensorType, op: str) -> None:
+    """Raises ValueError unless ``x`` has a channel axis (not token ids, not a plain value)."""
+    if x.channel_axis is None:
+        raise ValueError(f"{op} needs a value with a channel axis (an image, vector or sequence), got {x}")
+
+
+def require_sequence(x: TensorType, op: str) -> None:
+    """Raises ValueError unless ``x`` is a float token sequence (T, D)."""
+    if not x.is_sequence:
+        raise ValueError(f"{op} needs a token sequence (T,D), got {x}")
+
+
 def kaiming_uniform(shape: Shape, fan_in: int, generator: torch.Generator) -> torch.Tensor:
     """PyTorch's default weight init for conv and linear (kaiming_uniform with a=sqrt(5))."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..types import TensorType
-from .base import OpAttrs, OpSpec, Shape, kaiming_uniform, pair, register
+from .base import OpAttrs, OpSpec, Shape, kaiming_uniform, pair, register, require_image
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -49,8 +49,7 @@ class Conv2d(OpSpec):
 
     def infer(self, a: Conv2dAttrs, inputs: list[TensorType]) -> TensorType:
         x = inputs[0]
-        if x.rank != 3:
-            raise ValueError(f"conv2d needs a (C,H,W) input, got {x}")
+        require_image(x, "conv2d")
         c, h, w = x.shape
         if c % a.groups or a.out_channels % a.groups:
             raise ValueError(

@@ -36,6 +36,8 @@ class Fit(OpSpec):
 
     def infer(self, a: FitAttrs, inputs: list[TensorType]) -> TensorType:
         x = inputs[0]
+        if x.layout != "channels_first" or not x.is_float:
+            raise ValueError(f"fit needs a (C,H,W) or (F,) input, got {x}")
         spatial = (a.height, a.width)
         if x.rank == 3:
             if None in spatial:

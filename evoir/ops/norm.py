@@ -1,5 +1,8 @@
-"""Normalisation over the channel axis (batch and layer norm), softmax, and a learned
-per-channel scale (ConvNeXt's layer scale)."""
+"""Normalisation over the channel axis (batch, layer and RMS norm), softmax, and a learned
+per-channel scale (ConvNeXt's layer scale).
+
+The channel axis is the first for images and vectors and the last for token sequences, so
+``layernorm`` on a sequence is the transformer's LayerNorm over the model width."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import torch
 from pydantic import Field
 
 from ..types import TensorType
-from .base import OpAttrs, OpSpec, Shape, register
+from .base import OpAttrs, OpSpec, Shape, register, require_channels, require_image
 
 
 class BatchNorm2dAttrs(OpAttrs):
@@ -26,8 +29,7 @@ class BatchNorm2d(OpSpec):
     channelwise = True
 
     def infer(self, a, inputs: list[TensorType]) -> TensorType:
-        if inputs[0].rank != 3:
-            raise ValueError(f"batchnorm2d needs a (C,H,W) input, got {inputs[0]}")
+        require_image(inputs[0], "batchnorm2d")
         return inputs[0]
 
     def param_shapes(self, a: BatchNorm2dAttrs, inputs) -> dict[str, Shape]:
@@ -64,6 +66,10 @@ class LayerNorm(OpSpec):
     name = "layernorm"
     Attrs = LayerNormAttrs
 
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        require_channels(inputs[0], "layernorm")
+        return inputs[0]
+
     def param_shapes(self, a, inputs) -> dict[str, Shape]:
         c = inputs[0].channels
         return {"weight": (c,), "bias": (c,)}
@@ -73,25 +79,65 @@ class LayerNorm(OpSpec):
         return {"weight": torch.ones(c), "bias": torch.zeros(c)}
 
 
+class RMSNormAttrs(OpAttrs):
+    # None: the dtype's machine epsilon, as torch.nn.RMSNorm's default
+    eps: float | None = Field(default=None, gt=0)
+
+
+@register
+class RMSNorm(OpSpec):
+    """x / sqrt(mean(x²) + ε) · γ across the channel axis (LLaMA's norm, no mean, no bias).
+    NOT channel-wise: the root mean square reads every channel."""
+
+    name = "rmsnorm"
+    Attrs = RMSNormAttrs
+
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        require_channels(inputs[0], "rmsnorm")
+        return inputs[0]
+
+    def param_shapes(self, a, inputs) -> dict[str, Shape]:
+        return {"weight": (inputs[0].channels,)}
+
+    def init(self, a, inputs, generator) -> dict[str, torch.Tensor]:
+        return {"weight": torch.ones(inputs[0].channels)}
+
+
 @register
 class Softmax(OpSpec):
-    """Softmax across the channel axis. NOT channel-wise (the normaliser sums all channels)."""
+    """Softmax across the channel axis (the last axis of a plain value). NOT channel-wise
+    (the normaliser sums all channels)."""
 
     name = "softmax"
+
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        if not inputs[0].is_float:
+            raise ValueError(f"softmax needs a float value, got {inputs[0]}")
+        return inputs[0]
 
 
 @register
 class Scale(OpSpec):
     """Multiply each channel by a learned factor: ConvNeXt's layer scale, ``γ * x`` with γ of
-    shape (C, 1, 1) for an image ((C,) for a vector). Channel-wise."""
+    shape (C, 1, 1) for an image ((C,) for a vector or a sequence, whose channels are last).
+    Channel-wise."""
 
     name = "scale"
     channelwise = True
 
+    def infer(self, a, inputs: list[TensorType]) -> TensorType:
+        require_channels(inputs[0], "scale")
+        return inputs[0]
+
     def param_shapes(self, a, inputs) -> dict[str, Shape]:
-        x = inputs[0]
-        return {"weight": (x.channels, *[1] * (x.rank - 1))}
+        return {"weight": scale_shape(inputs[0])}
 
     def init(self, a, inputs, generator) -> dict[str, torch.Tensor]:
-        x = inputs[0]
-        return {"weight": torch.ones(x.channels, *[1] * (x.rank - 1))}
+        return {"weight": torch.ones(scale_shape(inputs[0]))}
+
+
+def scale_shape(x: TensorType) -> Shape:
+    """The shape of a per-channel factor that broadcasts against ``x`` (batch axis aside)."""
+    if x.layout == "sequence":
+        return (x.channels,)
+    return (x.channels, *[1] * (x.rank - 1))

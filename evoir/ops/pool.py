@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import field_validator, model_validator
 
 from ..types import TensorType
-from .base import OpAttrs, OpSpec, pair, register
+from .base import OpAttrs, OpSpec, pair, register, require_image
 from .conv import conv_output_size
 
 
@@ -53,8 +53,7 @@ class _Pool2d(OpSpec):
 
     def infer(self, a: Pool2dAttrs, inputs: list[TensorType]) -> TensorType:
         x = inputs[0]
-        if x.rank != 3:
-            raise ValueError(f"{self.name} needs a (C,H,W) input, got {x}")
+        require_image(x, self.name)
         s = a.effective_stride
         oh = _pool_out(x.shape[1], a.kernel[0], s[0], a.padding[0], a.ceil_mode)
         ow = _pool_out(x.shape[2], a.kernel[1], s[1], a.padding[1], a.ceil_mode)
@@ -107,8 +106,7 @@ class AdaptiveAvgPool2d(OpSpec):
 
     def infer(self, a: AdaptiveAvgPool2dAttrs, inputs: list[TensorType]) -> TensorType:
         x = inputs[0]
-        if x.rank != 3:
-            raise ValueError(f"adaptive_avgpool2d needs a (C,H,W) input, got {x}")
+        require_image(x, "adaptive_avgpool2d")
         return TensorType(shape=(x.channels, *a.output), dtype=x.dtype)
 
 
@@ -125,6 +123,5 @@ class GlobalAvgPool(OpSpec):
 
     def infer(self, a, inputs: list[TensorType]) -> TensorType:
         x = inputs[0]
-        if x.rank != 3:
-            raise ValueError(f"global_avgpool needs a (C,H,W) input, got {x}")
+        require_image(x, "global_avgpool")
         return TensorType(shape=(x.channels, 1, 1), dtype=x.dtype)
