@@ -9,6 +9,7 @@ import click
 import torch
 
 from evoir.analysis import analyze, check_runnable
+from evoir.sample import random_inputs
 
 from .common import human, load, model_argument
 
@@ -124,7 +125,7 @@ def run(model_path, input_random, batch, seed, train):
     module = lower(model.graph, model.store)
     module.train(train)
     gen = torch.Generator().manual_seed(seed)
-    inputs = [torch.randn((batch, *n.type.shape), generator=gen) for n in model.graph.input_nodes]
+    inputs = random_inputs(model.graph, batch, gen)
     with torch.no_grad():
         out = module(*inputs)
     outs = out if isinstance(out, tuple) else (out,)

@@ -187,7 +187,9 @@ def test_chained_insertions_stack():
 @pytest.mark.parametrize("bn", [True, False])
 def test_random_targets_preserve_every_template(name, seed, bn):
     graph, store = SMALL_STARTS[name](seed) if name in SMALL_STARTS else TEMPLATES[name]()
-    if name == "minimal":  # one linear layer: nothing inside the network to grow
+    # minimal: one linear layer, nothing inside the network to grow; the transformers have no
+    # ReLU for a new layer to follow (their depth grows by deepen's zero blocks)
+    if name in ("minimal", "gpt", "vit"):
         with pytest.raises(PassError, match="no node after which a layer with act=relu fits"):
             deepen(Net2Deeper(seed=seed, bn=bn), graph, store)
         return

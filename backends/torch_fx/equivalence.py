@@ -17,6 +17,7 @@ import torch
 from evoir.analysis import check_runnable
 from evoir.errors import EvoirError
 from evoir.graph import Graph
+from evoir.sample import random_inputs
 from evoir.store import TensorStore
 
 from .lower import lower
@@ -116,9 +117,7 @@ def compare(
     inputs = (
         [data]
         if data is not None
-        else [
-            torch.randn((samples, *n.type.shape), generator=gen, dtype=torch.float64) for n in a.input_nodes
-        ]
+        else random_inputs(a, samples, gen, dtype=torch.float64)
     )
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
@@ -134,7 +133,7 @@ def compare(
                 module.train(mode == "train")
                 torch.manual_seed(seed)
                 with torch.no_grad():
-                    out = module(*[x.to(dtype) for x in inputs])
+                    out = module(*[x.to(dtype) if x.is_floating_point() else x for x in inputs])
                 outs.append(out if isinstance(out, tuple) else (out,))
             for node, ya, yb in zip(a.output_nodes, outs[0], outs[1], strict=True):
                 diff = (ya.double() - yb.double()).abs()
