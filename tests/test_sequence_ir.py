@@ -34,9 +34,9 @@ def test_layouts_put_the_channel_axis_where_the_value_keeps_it():
     assert TensorType(shape=(6, 8), layout="sequence").channels == 8
     assert TensorType(shape=(6, 8), layout="sequence").batched_channel_dim == 2
     with pytest.raises(ValueError, match="no channel axis"):
-        TensorType(shape=(6,), dtype="int64", layout="sequence").channels
+        _ = TensorType(shape=(6,), dtype="int64", layout="sequence").channels
     with pytest.raises(ValueError, match="no channel axis"):
-        TensorType(shape=(2, 3, 4), layout="plain").channels
+        _ = TensorType(shape=(2, 3, 4), layout="plain").channels
 
 
 def test_a_channels_first_type_serialises_as_before():
