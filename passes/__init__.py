@@ -7,6 +7,7 @@ installed with ``instrument``.
 """
 
 from . import (  # noqa: F401  (registration)
+    add_heads,
     alter_channels,
     alter_lr,
     alter_stride,

@@ -111,6 +111,12 @@ class _Prover:
             return _unproven(rest) or Unproven(f"'{node.id}' adds values that are not provably zero")
         if op in ("conv2d", "linear"):
             return self.label_layer(node, ins[0])
+        if op == "attention":
+            # Heads sum head_h · W_o,hᵀ (+ b_o): a zero W_o without a bias gives zero.
+            w, bias = self.t(node, "o_weight"), self.t(node, "o_bias")
+            if not w.any() and (bias is None or not bias.any()):
+                self.zero_blocks.append(node.id)
+                return Zero()
         if op == "concat":
             pairs, offset = [], 0
             for i, lab in zip(node.inputs, ins, strict=True):
@@ -123,12 +129,15 @@ class _Prover:
             return Paired(tuple(pairs))
         spec = get_op(op)
         if isinstance(ins[0], Paired) if ins else False:
+            if any(lab != ins[0] for lab in ins[1:]):
+                # glu's act(gate) · up keeps a pairing only when both factors carry it
+                return Unproven(f"'{node.id}' ({op}) combines values that are not paired alike")
             if not spec.channelwise:
                 return Unproven(
                     f"σ node '{node.id}' ({op}) has inter-channel dependencies, so the paired halves "
                     "do not stay equal (report §3.1, equation (a))"
                 )
-            if node.type.shape[0] != self.child.node(node.inputs[0]).type.shape[0]:
+            if node.type.channels != self.child.node(node.inputs[0]).type.channels:
                 return Unproven(f"'{node.id}' changes the channel count")
             for role in node.params:
                 t = self.t(node, role)
@@ -142,6 +151,10 @@ class _Prover:
             return ins[0]
         if isinstance(ins[0], (Unproven, Free)) if ins else False:
             return ins[0]
+        if ins and all(isinstance(lab, (Same, Free)) for lab in ins):
+            # A new value computed from the parent's (a new block's LayerNorm): no claim is
+            # needed, as long as it reaches the parent's nodes only through a zero.
+            return Free(f"new node '{node.id}' ({op}) reaches the parent's nodes without a zero block")
         return Unproven(f"new node '{node.id}' ({op}) is not part of a zero block")
 
     def label_layer(self, node: Node, inp: Label) -> Label:
