@@ -58,11 +58,7 @@ def fuse_cmd(model_path, output, explain, pad_limit, force, samples):
     )
     fuse_result = pipeline.results[PIPELINE.index("fuse")]
     for group in fuse_result.notes["fused"]:
-        kernels = "×".join(str(k) for k in group["kernel"])
-        click.echo(
-            f"fuse at {group['at']}: {len(group['branches'])} conv_b {', '.join(group['branches'])} "
-            f"→ one branch of {group['hidden']} hidden channels, kernels {kernels}"
-        )
+        click.echo(group["line"])
     for note in fuse_result.notes["explain"]:
         click.echo(note)
     if not fuse_result.notes["fused"]:

@@ -33,6 +33,7 @@ from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, option, register_pass
+from .fuse_transformer import apply_group, plan_transformer
 from .rewrite import Rewriter
 
 
@@ -212,10 +213,14 @@ def _pad(w: torch.Tensor, k: int) -> torch.Tensor:
 @register_pass
 @dataclass(frozen=True)
 class Fuse(Pass):
-    """Merge every group of ≥ 2 parallel conv → σ → conv branches of a sum into one branch."""
+    """Merge every group of ≥ 2 parallel conv → σ → conv branches of a sum into one branch,
+    and, in a transformer, parallel MLPs into one wider MLP and added heads into their
+    attention node (``fuse_transformer``)."""
 
     name: ClassVar[str] = "fuse"
-    summary: ClassVar[str] = "merge parallel conv → σ → conv branches (R2R blocks and F) into wide convs"
+    summary: ClassVar[str] = (
+        "merge parallel conv → σ → conv branches into wide convs, parallel MLPs and heads into one node"
+    )
 
     seed: int = option(0, "unused; kept so that every pass line has the same shape")
     pad_limit: float = option(
@@ -225,12 +230,15 @@ class Fuse(Pass):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         groups, notes = plan(graph, self.pad_limit)
-        if not groups:
+        transformer_groups = plan_transformer(graph)
+        if not groups and not transformer_groups:
             return PassResult(graph, TensorStore(), False, self, {"fused": [], "explain": notes})
         rw = Rewriter(graph, store, self.seed)
         fused = []
         for add_id, branches in groups:
             fused.append(self._fuse_group(rw, graph, add_id, branches))
+        for group in transformer_groups:
+            fused.append(apply_group(rw, graph, group))
         return PassResult(rw.finish(), rw.added, True, self, {"fused": fused, "explain": notes})
 
     def _fuse_group(self, rw: Rewriter, graph: Graph, add_id: str, branches: list[Branch]) -> dict:
@@ -296,9 +304,12 @@ class Fuse(Pass):
         inputs = [i for i in add.inputs if i not in heads]
         rw.replace(rw.with_inputs(add, [*inputs, new_b.id]))
         rw.nodes = [n for n in rw.nodes if n.id not in gone]
+        heads = sorted({br.b.id for br in branches})
         return {
             "at": add_id,
-            "branches": sorted({br.b.id for br in branches}),
+            "branches": heads,
             "kernel": [ka, kb],
             "hidden": hidden,
+            "line": f"fuse at {add_id}: {len(heads)} conv_b {', '.join(heads)} → one branch of "
+            f"{hidden} hidden channels, kernels {ka}×{kb}",
         }
