@@ -28,6 +28,7 @@ from . import (  # noqa: F401  (registration)
     remove_skip,
     reset_weights,
     widen,
+    widen_model,
 )
 from .base import Pass, PassResult, Preserves, all_passes, get_pass, parse_pass, register_pass
 from .runner import instrument, run_pass

@@ -173,6 +173,11 @@ def _zero(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return lw.fx.call_function(torch.mul, (args[0], 0.0))
 
 
+@lowers("constant_scale")
+def _constant_scale(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
+    return lw.fx.call_function(torch.mul, (args[0], lw.attrs(node).factor))
+
+
 @lowers("identity", "output")
 def _identity(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     return args[0]

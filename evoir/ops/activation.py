@@ -46,3 +46,17 @@ for _name in ACTIVATIONS:
 
 # Not an activation a pass may use as σ: the zero map, NAS-Bench-201's ``none`` edge.
 _activation("zero").__doc__ = "Element-wise x · 0: zeros of the input's type (NAS-Bench-201's none edge)."
+
+
+class ConstantScaleAttrs(OpAttrs):
+    factor: float
+
+
+@register
+class ConstantScale(OpSpec):
+    """x · factor, a fixed number (the 1/k a tied output head needs after ``widen-model``).
+    Channel-wise."""
+
+    name = "constant_scale"
+    Attrs = ConstantScaleAttrs
+    channelwise = True

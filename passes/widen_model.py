@@ -1,0 +1,236 @@
+"""``widen-model``: every width of the network times k, by tiling (HyperCloning's construction).
+
+Every hidden value becomes k copies of itself along its channel axis. The rules that keep the
+function (Samragh et al. 2024, "Scaling smart"):
+
+- a layer reading a widened value takes its weight tiled along the input and divided by k
+  (k copies of x times W/k give W x); one writing a widened value takes its weight and bias
+  tiled along the output; an embedding's table is tiled along its width;
+- per-channel tensors (LayerNorm and RMSNorm γ and β, BN's and positions', layer scale, the
+  class token) are tiled: the mean, variance and root mean square of k copies are the
+  original's, so the normalised copies are the original's copies;
+- attention heads are duplicated with head_dim fixed (the softmax scale is unchanged), key and
+  value heads with them, so each copy of a head reads the copy of its own group;
+- the layers that write the network's outputs keep their width (the logits do not change);
+  a head whose weight IS the embedding's table (tied) reads the tiled table and its logits
+  are multiplied by 1/k (a ``constant_scale`` node).
+
+Every tensor the widened network uses is new; the store is not edited. In train mode dropout
+draws an independent mask for each copy, so the function is kept in eval mode (and in train
+mode too when the network has no dropout). Values whose channels a tiling cannot follow
+(a concatenation, a channel slice or shuffle, a softmax over channels, a reshape or permute of
+a widened value) are refused by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from evoir.errors import PassError
+from evoir.graph import Graph, Node
+from evoir.store import TensorStore
+
+from .base import Pass, PassResult, Preserves, option, register_pass
+from .rewrite import Rewriter
+
+LAYERS = ("linear", "conv2d", "attention", "embedding")
+"""Ops whose output width is an attribute: each may widen what it writes."""
+
+PER_CHANNEL = ("batchnorm2d", "layernorm", "rmsnorm", "scale", "position_embedding", "class_token")
+"""Ops whose tensors hold one entry per channel of their input (tiled with it)."""
+
+KEEP = (
+    "relu leaky_relu gelu silu tanh sigmoid relu6 hardswish hardsigmoid identity zero constant_scale "
+    "dropout stochastic_depth maxpool2d avgpool2d adaptive_avgpool2d global_avgpool tokens_from_image "
+    "token_select token_mean add mul glu output"
+).split()
+"""Ops that keep each channel at its index: a widened input gives a widened output."""
+
+
+def final_layers(graph: Graph) -> set[str]:
+    """The layers whose values reach an output through no other layer: they keep their width."""
+    users_of = {n.id: n for n in graph.nodes}
+    finals: set[str] = set()
+    frontier = [n.id for n in graph.output_nodes]
+    seen: set[str] = set()
+    while frontier:
+        nid = frontier.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        node = users_of[nid]
+        if node.op in LAYERS:
+            finals.add(nid)
+            continue
+        frontier.extend(node.inputs)
+    return finals
+
+
+def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.cat([t] * k) if k > 1 else t.clone()
+
+
+def _columns(t: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.cat([t] * k, dim=1) / k if k > 1 else t.clone()
+
+
+@register_pass
+@dataclass(frozen=True)
+class WidenModel(Pass):
+    """Every hidden width × ``factor`` by tiling; the function is unchanged (see the module)."""
+
+    name: ClassVar[str] = "widen-model"
+    summary: ClassVar[str] = "every hidden width × k by tiling (HyperCloning): heads, units, model width"
+    # Dropout masks differ between the copies of a value in train mode (see the module).
+    preserves: ClassVar[Preserves] = Preserves.EVAL
+
+    factor: int = option(2, "k, a power of two: every hidden width becomes k times as wide")
+    seed: int = option(0, "unused (the construction draws nothing); kept so that every pass line has the same shape")
+
+    def __post_init__(self):
+        if self.factor < 2 or self.factor & (self.factor - 1):
+            # W/k summed k times gives W back exactly in binary floating point only then
+            raise PassError(
+                f"{self.line()}: factor must be a power of two (2, 4, 8, …), whose 1/k splits a weight "
+                f"without rounding; got {self.factor}"
+            )
+
+    def run(self, graph: Graph, store: TensorStore) -> PassResult:
+        rw = Rewriter(graph, store, self.seed)
+        k = self.factor
+        finals = final_layers(graph)
+        copies: dict[str, int] = {}  # node id → how many copies its value holds (1 or k)
+        widened: dict[str, tuple[str, torch.Tensor]] = {}  # old tensor id → (new id, value)
+        renamed: dict[str, str] = {}  # a tied head → the node scaling its logits
+        nodes: list[Node] = []
+        for node in graph.nodes:
+            inputs = tuple(renamed.get(i, i) for i in node.inputs)
+            counts = {copies[i] for i in inputs}
+            if len(counts) > 1:
+                raise self.refuse(f"'{node.id}' ({node.op}) joins widened and unwidened values")
+            m_in = counts.pop() if counts else 1
+            m_out = 1 if node.id in finals else k if node.op in LAYERS else m_in
+            self._check_follows(graph, node, m_in)
+            attrs, tensors = widened_tensors(graph, rw, node, m_in, m_out)
+            params, tied = dict(node.params), False
+            for role, value in tensors.items():
+                old = node.params[role]
+                if old in widened:  # one tensor read by several nodes (a tied head)
+                    new_id, existing = widened[old]
+                    tied = not torch.equal(existing, value)
+                    if tied and not (node.op == "linear" and "bias" not in node.params and torch.equal(existing / m_in, value)):
+                        raise self.refuse(
+                            f"tensor '{old}' is shared by '{node.id}', which would need another widened value"
+                        )
+                    params[role] = new_id
+                    continue
+                new_id = rw.fresh_tensor_id(f"{old}.x{k}")
+                rw.added.add(new_id, value, buffer=not rw.store_is_parameter(old))
+                widened[old] = (new_id, value)
+                params[role] = new_id
+            nodes.append(node.model_copy(update={"inputs": inputs, "attrs": attrs, "params": params}))
+            copies[node.id] = m_out
+            if tied:  # W·(k copies of x) with the tiled table is k·(W x): scale the logits back
+                scale = Node(
+                    id=rw.fresh_node_id(f"{node.id}.untied"),
+                    op="constant_scale",
+                    inputs=(node.id,),
+                    attrs={"factor": 1.0 / m_in},
+                    type=node.type,
+                )
+                nodes.append(scale)
+                renamed[node.id] = scale.id
+                copies[scale.id] = m_out
+        rw.nodes = nodes
+        return PassResult(rw.finish(), rw.added, True, self, {"factor": k, "kept": sorted(finals)})
+
+    def _check_follows(self, graph: Graph, node: Node, m_in: int) -> None:
+        """Refuse an op that cannot carry a widened value as copies."""
+        if m_in == 1 or node.op in LAYERS or node.op in PER_CHANNEL or node.op in KEEP:
+            if node.op == "output" and m_in > 1:
+                raise self.refuse(f"output '{node.id}' would be widened: no layer writes it")
+            return
+        if node.op in ("roll", "gather"):
+            x = graph.node(node.inputs[0]).type
+            axes = graph.attrs_of(node).dims if node.op == "roll" else (graph.attrs_of(node).axis,)
+            if x.channel_axis is not None and x.channel_axis not in axes:
+                return
+        if node.op == "flatten" and graph.node(node.inputs[0]).type.layout == "channels_first":
+            return  # flattening k copies along C gives k copies of the flattened value
+        raise self.refuse(f"'{node.id}' ({node.op}) reads a widened value whose channels it cannot follow as copies")
+
+
+def widened_tensors(
+    graph: Graph, rw: Rewriter, node: Node, m_in: int, m_out: int
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The node's attributes and tensors when it reads ``m_in`` copies and writes ``m_out``."""
+    attrs = dict(node.attrs)
+    t = {role: rw.tensor(tid).detach() for role, tid in node.params.items()}
+    if m_in == 1 and m_out == 1:
+        return attrs, {}
+    if node.op == "embedding":
+        attrs["dim"] = node.type.channels * m_out
+        return attrs, {"weight": _along_last(t["weight"], m_out)}
+    if node.op == "linear":
+        attrs["out_features"] = node.type.channels * m_out
+        out = {"weight": _rows(_columns(t["weight"], m_in), m_out)}
+        if "bias" in t:
+            out["bias"] = _rows(t["bias"], m_out)
+        return attrs, out
+    if node.op == "conv2d":
+        a = graph.attrs_of(node)
+        attrs["out_channels"] = a.out_channels * m_out
+        if a.groups > 1:  # each group reads its own copy: rows tiled, groups × k
+            if m_in != m_out:
+                raise PassError(f"grouped conv '{node.id}' would read {m_in} copies and write {m_out}")
+            attrs["groups"] = a.groups * m_in
+            out = {"weight": _rows(t["weight"], m_out)}
+        else:
+            out = {"weight": _rows(_columns(t["weight"], m_in), m_out)}
+        if "bias" in t:
+            out["bias"] = _rows(t["bias"], m_out)
+        return attrs, out
+    if node.op == "attention":
+        return _attention(graph, node, t, attrs, m_in, m_out)
+    if node.op in ("position_embedding", "class_token"):
+        return attrs, {role: _along_last(v, m_in) for role, v in t.items()}
+    if node.op in PER_CHANNEL:  # (C,…) tensors; BN's step counter is a scalar
+        return attrs, {role: v.clone() if v.dim() == 0 else _rows(v, m_in) for role, v in t.items()}
+    return attrs, {}
+
+
+def _along_last(t: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.cat([t] * k, dim=-1) if k > 1 else t.clone()
+
+
+def _attention(graph: Graph, node: Node, t: dict, attrs: dict, m_in: int, m_out: int):
+    """Heads (and key/value heads) × k, each copy reading the copy of its group; W_o reads the
+    k copies of the heads divided by k and writes ``m_out`` copies."""
+    a = graph.attrs_of(node)
+    k = max(m_in, m_out)
+    attrs.update(heads=a.heads * k, kv_heads=None if a.kv_heads is None else a.kv_heads * k)
+    if a.out_features is not None:
+        attrs["out_features"] = a.out_features * m_out
+    out: dict[str, torch.Tensor] = {}
+    sizes = [a.q_rows, a.kv_rows, a.kv_rows]
+    for kind in ("weight", "bias"):
+        if a.qkv == "fused" and f"qkv_{kind}" in t:
+            parts = t[f"qkv_{kind}"].split(sizes)
+        elif f"q_{kind}" in t:
+            parts = tuple(t[f"{r}_{kind}"] for r in "qkv")
+        else:
+            continue
+        if kind == "weight":
+            parts = tuple(_columns(p, m_in) for p in parts)
+        parts = tuple(_rows(p, k) for p in parts)
+        if a.qkv == "fused":
+            out[f"qkv_{kind}"] = torch.cat(parts)
+        else:
+            out.update({f"{r}_{kind}": p for r, p in zip("qkv", parts, strict=True)})
+    out["o_weight"] = _rows(_columns(t["o_weight"], k), m_out)
+    if "o_bias" in t:
+        out["o_bias"] = _rows(t["o_bias"], m_out)
+    return attrs, out
