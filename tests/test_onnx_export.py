@@ -4,6 +4,8 @@ check, name initializers by tensor id and nodes by IR id, and take any batch siz
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,14 +14,24 @@ import torch
 import torchvision
 
 from evoir import GraphBuilder
-from evoir.backends.onnx import ONNX_LOWERINGS, compare, to_onnx
+from evoir.backends.onnx import ONNX_LOWERINGS, compare, draw_inputs, to_onnx
+from evoir.backends.onnx.check import id_range
 from evoir.backends.onnx.export import pool_pads
 from evoir.backends.torch_fx import import_module, lower
 from evoir.errors import EvoirError
 from evoir.ops import all_ops
 from evoir.ops.pool import AvgPool2dAttrs
 
-from .onnx_helpers import CASE_IDS, OP_CASES, evolved, op_graph, op_without_onnx_lowering
+from .onnx_helpers import (
+    CASE_IDS,
+    IDS,
+    OP_CASES,
+    SEQ,
+    evolved,
+    op_graph,
+    op_without_onnx_lowering,
+    tiny_transformer,
+)
 from .small_models import SMALL_STARTS
 
 TOL = 1e-5
@@ -34,7 +46,10 @@ def assert_well_formed(graph, model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model, full_check=True)
     assert {t.name for t in model.graph.initializer} == exported_tensor_ids(graph)
     names = {n.name for n in model.graph.node}
-    assert {n.id for n in graph.nodes if n.op != "input"} <= names
+    ids = {n.id for n in graph.nodes if n.op != "input"}
+    assert ids <= names
+    # every other ONNX node is a helper of one IR node: ``ID/k_OpType`` (or ``ID/const``)
+    assert all(name.rpartition("/")[0] in ids for name in names - ids), sorted(names - ids)
     assert [i.name for i in model.graph.input] == [n.id for n in graph.input_nodes]
     assert [o.name for o in model.graph.output] == [n.id for n in graph.output_nodes]
     for value in [*model.graph.input, *model.graph.output]:
@@ -140,3 +155,69 @@ def test_ceil_mode_pads_give_pytorch_window_counts(size, kernel, stride, padding
         assert begin == end and -(-(size + 2 * begin - kernel) // stride) + 1 == want
     else:
         assert (size + begin + end - kernel) // stride + 1 == want
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("kind", ["gpt", "vit"])
+def test_tiny_transformers_match_onnxruntime(kind, opset):
+    graph, store = tiny_transformer(kind)
+    model = to_onnx(graph, store, opset=opset)
+    assert_well_formed(graph, model)
+    result = compare(graph, store, model)
+    assert result.ok and result.max_abs <= TOL, result.summary()
+
+
+def test_sequence_inputs_say_their_layout_and_token_ids_are_int64():
+    model = to_onnx(*tiny_transformer("gpt"))
+    (ids,) = model.graph.input
+    assert ids.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert json.loads(ids.doc_string) == {"evoir_layout": "sequence"}
+    (image,) = to_onnx(*tiny_transformer("vit")).graph.input
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and image.doc_string == ""
+
+
+def test_token_ids_are_drawn_in_range_of_the_smallest_table():
+    b = GraphBuilder("two_tables")
+    ids = b.add("input", [], "ids", **IDS)
+    small = b.add(
+        "embedding", [b.add("gather", [ids], "pick", axis=0, index=(6, 0))], "small", vocab=5, dim=4
+    )
+    large = b.add(
+        "embedding", [b.add("gather", [ids], "pick2", axis=0, index=(1, 2))], "large", vocab=300, dim=4
+    )
+    graph, store = b.build(b.output(b.add_(small, large)))
+    assert id_range(graph, "ids") == 5
+    (x,) = draw_inputs(graph, 64, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.int64 and x.shape == (64, 7) and 0 <= int(x.min()) and int(x.max()) == 4
+    assert compare(graph, store, to_onnx(graph, store)).ok
+
+
+def test_rmsnorm_is_one_node_from_opset_23_with_the_dtypes_epsilon():
+    graph, store = op_graph("rmsnorm", SEQ, {})
+    eps = np.float32(torch.finfo(torch.float32).eps)
+    model = to_onnx(graph, store, opset=23)
+    assert [n.op_type for n in model.graph.node] == ["RMSNormalization", "Identity"]
+    (epsilon,) = [a.f for a in model.graph.node[0].attribute if a.name == "epsilon"]
+    assert np.float32(epsilon) == eps
+    assert compare(graph, store, model).ok
+    nodes = to_onnx(graph, store, opset=17).graph.node
+    assert "RMSNormalization" not in {n.op_type for n in nodes}
+    consts = [onnx.numpy_helper.to_array(n.attribute[0].t) for n in nodes if n.op_type == "Constant"]
+    assert [c for c in consts if c.dtype == np.float32] == [eps]
+
+
+def test_attention_is_plain_onnx_ops_with_a_constant_causal_mask():
+    attrs = dict(heads=4, head_dim=2, kv_heads=2, causal=True, qkv="fused", dropout=0.1)
+    graph, store = op_graph("attention", SEQ, attrs)
+    model = to_onnx(graph, store)
+    ops = {n.op_type for n in model.graph.node}
+    assert ops == {"Transpose", "MatMul", "Add", "Split", "Reshape", "Mul", "Softmax", "Constant", "Identity"}
+    masks = [
+        onnx.numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.attribute[0].t.dims == [6, 6]
+    ]
+    assert len(masks) == 1 and np.array_equal(np.isinf(masks[0]), np.triu(np.ones((6, 6), bool), 1))
+    final = next(n for n in model.graph.node if n.name == "attention")
+    record = json.loads(final.doc_string)
+    assert record["evoir_op"] == "attention" and record["attrs"] == {**graph.node("attention").attrs}

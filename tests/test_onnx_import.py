@@ -3,18 +3,20 @@ even ids) and the same function; anything outside evoir's op set is refused by n
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from evoir import GraphBuilder
-from evoir.backends.onnx import compare, from_onnx, to_onnx
+from evoir.backends.onnx import compare, draw_inputs, from_onnx, to_onnx
 from evoir.backends.torch_fx import lower
 from evoir.errors import EvoirError, ModelFileError, UnsupportedError
 
-from .onnx_helpers import CASE_IDS, OP_CASES, evolved, onnx_model, op_graph
+from .onnx_helpers import CASE_IDS, OP_CASES, SEQ, evolved, onnx_model, op_graph, tiny_transformer
 from .small_models import SMALL_STARTS
 
 
@@ -28,10 +30,12 @@ def assert_same_graph(a, b) -> None:
     assert [[pos_a[i] for i in n.inputs] for n in a.nodes] == [[pos_b[i] for i in n.inputs] for n in b.nodes]
 
 
-def assert_same_function(a, a_store, b, b_store, shape) -> None:
-    x = torch.randn(3, *shape)
+def assert_same_function(a, a_store, b, b_store) -> None:
+    xs = draw_inputs(a, 3, torch.Generator().manual_seed(0))  # token ids in range of the embeddings
     with torch.no_grad():
-        torch.testing.assert_close(lower(b, b_store).eval()(x), lower(a, a_store).eval()(x), rtol=0, atol=0)
+        torch.testing.assert_close(
+            lower(b, b_store).eval()(*xs), lower(a, a_store).eval()(*xs), rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize("op, shape, attrs, fan_in", OP_CASES, ids=CASE_IDS)
@@ -44,7 +48,7 @@ def test_each_op_round_trips(op, shape, attrs, fan_in):
         for tid in graph.tensor_ids():
             assert torch.equal(back_store[tid], store[tid]), tid
             assert back_store.is_parameter(tid) == store.is_parameter(tid), tid
-        assert_same_function(graph, store, back, back_store, shape)
+        assert_same_function(graph, store, back, back_store)
 
 
 @pytest.mark.no_auto_verify
@@ -55,7 +59,7 @@ def test_evolved_templates_round_trip(name):
     assert_same_graph(graph, back)
     assert back.nodes == graph.nodes and back.name == graph.name
     assert back.metadata["lineage"] == graph.metadata["lineage"]
-    assert_same_function(graph, store, back, back_store, graph.input_nodes[0].type.shape)
+    assert_same_function(graph, store, back, back_store)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +78,7 @@ def test_equivalent_pooling_attrs_come_back_normalised(attrs, normal):
     for key, value in normal.items():
         assert getattr(back.attrs_of(node), key) == value, key
     assert node.type == graph.node("avgpool2d").type
-    assert_same_function(graph, store, back, back_store, (4, 5, 6))
+    assert_same_function(graph, store, back, back_store)
 
 
 def test_gemm_without_transposed_weight_and_foreign_names():
@@ -195,3 +199,166 @@ def test_export_import_export_is_a_fixed_point():
         (n.op_type, n.name, list(n.input)) for n in model.graph.node
     ]
     assert onnx.printer.to_text(again.graph) == onnx.printer.to_text(model.graph)
+
+
+def assert_round_trip(graph, store, model) -> None:
+    back, back_store = from_onnx(model)
+    assert back.nodes == graph.nodes  # ids, attributes, types with their layout and dtype
+    for tid in graph.tensor_ids():
+        assert torch.equal(back_store[tid], store[tid]), tid
+        assert back_store.is_parameter(tid) == store.is_parameter(tid), tid
+    assert_same_function(graph, store, back, back_store)
+
+
+@pytest.mark.parametrize("opset", [17, 20, 23])
+@pytest.mark.parametrize("kind", ["gpt", "vit"])
+def test_tiny_transformers_round_trip(kind, opset):
+    graph, store = tiny_transformer(kind)
+    model = to_onnx(graph, store, opset=opset)
+    assert_round_trip(graph, store, model)
+    again = to_onnx(*from_onnx(model), opset=opset)  # a fixed point, records included
+    assert [(n.name, n.doc_string) for n in again.graph.node] == [
+        (n.name, n.doc_string) for n in model.graph.node
+    ]
+    assert onnx.printer.to_text(again.graph) == onnx.printer.to_text(model.graph)
+
+
+def test_rmsnorm_round_trips_from_opset_23():
+    for shape in (SEQ, (4, 5, 6)):
+        graph, store = op_graph("rmsnorm", shape, {})
+        assert_round_trip(graph, store, to_onnx(graph, store, opset=23))
+
+
+def _attention(**changes):
+    """A causal attention's ONNX model after ``changes``: ONNX node name → edit(node, model)."""
+    graph, store = op_graph("attention", SEQ, dict(heads=2, head_dim=4, causal=True))
+    model = to_onnx(graph, store)
+    for name, edit in changes.items():
+        edit(next(n for n in model.graph.node if n.name == name), model)
+    return model
+
+
+def _set_attr(key, value):
+    def edit(node, model):
+        (attr,) = [a for a in node.attribute if a.name == key]
+        attr.CopyFrom(helper.make_attribute(key, value))
+
+    return edit
+
+
+def _read(k, name):
+    def edit(node, model):
+        node.input[k] = name
+
+    return edit
+
+
+def _insert_identity(node, model):
+    # a helper named like the attention's that passes the mask on: one node too many
+    ident = helper.make_node("Identity", [node.output[0]], ["attention/extra"], name="attention/99_Identity")
+    for user in model.graph.node:
+        if user.name == "attention/17_Add":
+            user.input[1] = "attention/extra"
+    nodes = list(model.graph.node)
+    nodes.insert(nodes.index(node) + 1, ident)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _also_output(node, model):
+    info = helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, ["N", 2, 6, 6])
+    model.graph.output.append(info)
+
+
+ROLES = [f"{p}_{kind}" for p in "qkvo" for kind in ("weight", "bias")]
+
+
+def _record(key, value):
+    def edit(node, model):
+        doc = json.loads(node.doc_string)
+        doc[key] = value
+        node.doc_string = json.dumps(doc)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "changes, needles",
+    [
+        ({"attention/18_Softmax": _set_attr("axis", -2)}, ["'attention/18_Softmax'", "other attributes"]),
+        (
+            {"attention/3_Transpose": _read(0, "attention.q_weight")},
+            ["'attention/3_Transpose'", "attention.k_weight"],
+        ),
+        (
+            {"attention/18_Softmax": _read(0, "attention/16_Mul")},
+            ["'attention/16_Mul'", "belongs to 'attention'", "attention/17_Add"],  # now outside
+        ),
+        (
+            {"attention/const_4": _set_attr("value", numpy_helper.from_array(np.zeros((6, 6), np.float32)))},
+            ["'attention/const_4'"],
+        ),
+        ({"attention/const_4": _insert_identity}, ["'attention/99_Identity'"]),
+        ({"attention/18_Softmax": _also_output}, ["'attention/18_Softmax'", "belongs to 'attention'"]),
+        ({"attention": _record("evoir_op", "conv2d")}, ["'attention'", "not one that to_onnx documents"]),
+        (
+            {"attention": _record("params", {"q_weight": "attention.q_weight"})},
+            ["'attention'", "names tensors"],
+        ),
+        (
+            {
+                "attention": _record(
+                    "params", {**{r: f"attention.{r}" for r in ROLES}, "o_bias": "attention.q_weight"}
+                )
+            },
+            ["'attention'", "o_bias 'attention.q_weight' has shape [8, 8], not [8]"],
+        ),
+        (
+            {"attention": _record("attrs", {"heads": 4, "head_dim": 2, "causal": True})},
+            ["'attention'", "decomposition"],
+        ),
+    ],
+    ids=[
+        "attribute",
+        "initializer",
+        "wiring",
+        "constant",
+        "extra-node",
+        "value-read-outside",
+        "op",
+        "attrs",
+        "tensors",
+        "tensor-shape",
+    ],
+)
+def test_a_documented_op_whose_nodes_are_not_its_decomposition_is_refused(changes, needles):
+    with pytest.raises(UnsupportedError) as err:
+        from_onnx(_attention(**changes))
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_foreign_token_ids_and_a_linear_over_a_sequence():
+    table = np.random.default_rng(0).standard_normal((11, 8)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)  # (in, out)
+    bias = np.random.default_rng(2).standard_normal(5).astype(np.float32)
+    model = onnx_model(
+        [
+            helper.make_node("Gather", ["wte", "ids"], ["x"], name="embed"),
+            helper.make_node("MatMul", ["x", "W"], ["xw"], name="proj/MatMul"),
+            helper.make_node("Add", ["xw", "b"], ["y"], name="proj/Add"),
+        ],
+        [],
+        [("y", ["N", 7, 5])],
+        [numpy_helper.from_array(a, name) for a, name in ((table, "wte"), (w, "W"), (bias, "b"))],
+    )
+    model.graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 7]))
+    graph, store = from_onnx(model)
+    assert [(n.op, str(n.type)) for n in graph.nodes] == [
+        ("input", "i64[7] seq"),
+        ("embedding", "f32[7,8] seq"),
+        ("linear", "f32[7,5] seq"),
+        ("output", "f32[7,5] seq"),
+    ]
+    assert torch.equal(store[graph.node("proj/Add").params["weight"]], torch.from_numpy(w.T))
+    assert compare(graph, store, model).ok

@@ -11,11 +11,22 @@ The rules, mirroring ``evoir.backends.torch_fx.lower``:
   of each is the dynamic axis ``batch``;
 - eval-mode semantics: BatchNormalization uses the running statistics, dropout is inference
   mode (the identity);
-- small constants (GELU's √2, a non-affine BN's scale of ones) are ``Constant`` nodes, never
-  initializers: the initializers are exactly the graph's tensors.
+- small constants (GELU's √2, a non-affine BN's scale of ones, a causal mask) are ``Constant``
+  nodes, never initializers: the initializers are exactly the graph's tensors;
+- a graph input whose layout is not ``channels_first`` (a token sequence, token ids, a plain
+  value) says so in its value info's ``doc_string`` (``{"evoir_layout": ...}``); token ids are
+  ``int64`` inputs;
+- channel ops act on a value's channel axis: axis 1 of an image or vector, the last axis of a
+  token sequence.
 
 The decompositions of ops that opset 17 lacks (GELU before opset 20, SiLU, LayerNorm over the
-channel axis of a (C,H,W) value) are written as chains that ``import_onnx`` recognises back.
+channel axis of a (C,H,W) value, a linear over a sequence's last axis, ``tokens_from_image``)
+are written as chains that ``import_onnx`` recognises back. The ops in ``DOCUMENTED`` (whose
+attributes the ONNX nodes cannot say: a layout, a buffer rather than a parameter, an ε left to
+the dtype, a roll's raw shifts, a float64 factor; and the many-node attention) carry a JSON
+record on their final node's ``doc_string``: ``{"evoir_op", "attrs", "params", "args"}``.
+``from_onnx`` rebuilds the op from it, lowers it again and accepts it only if the nodes named
+``ID/...`` are exactly that decomposition reading exactly those initializers.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ ELEM_TYPES = {
     "float64": TensorProto.DOUBLE,
     "float16": TensorProto.FLOAT16,
     "bfloat16": TensorProto.BFLOAT16,
+    "int64": TensorProto.INT64,
 }
 
 # Chains that stand for one IR op, shared with the importer so that the two agree. A step is
@@ -68,6 +80,23 @@ SILU = (("Sigmoid", None), ("Mul", "x"))
 
 OnnxLowering = Callable[["Exporter", Node, list[str]], str]
 ONNX_LOWERINGS: dict[str, OnnxLowering] = {}
+
+DOCUMENTED = frozenset(
+    {
+        "attention",
+        "class_token",
+        "constant_scale",
+        "gather",
+        "glu",
+        "permute",
+        "position_embedding",
+        "reshape",
+        "rmsnorm",
+        "roll",
+    }
+)
+"""Ops whose final ONNX node carries the record ``from_onnx`` rebuilds them from."""
+LAYOUT_KEY = "evoir_layout"
 
 
 def lowers(*ops: str):
@@ -117,13 +146,14 @@ class Exporter:
     def in_type(self, node: Node, k: int = 0):
         return self.graph.node(node.inputs[k]).type
 
-    def param(self, node: Node, role: str) -> str:
+    def param(self, node: Node, role: str, dtype_of: str | None = None) -> str:
         """The initializer of one of the node's tensors, in the dtype of the values it meets
-        (ONNX ops take one element type; a float32 weight beside a float64 input is cast)."""
+        (ONNX ops take one element type; a float32 weight beside a float64 input is cast):
+        the first input's, or ``dtype_of`` (an embedding's table meets no float input)."""
         tid = node.params[role]
         if tid not in self.initializers:
             t = self.store[tid]
-            dtype = TORCH_DTYPES[self.in_type(node).dtype]
+            dtype = TORCH_DTYPES[dtype_of or self.in_type(node).dtype]
             self.initializers[tid] = tensor_proto(tid, t.to(dtype) if t.is_floating_point() else t)
         return tid
 
@@ -137,9 +167,11 @@ class Exporter:
         self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
         return name
 
-    def int_const(self, node: Node, values: list[int]) -> str:
+    def int_const(self, node: Node, values: list[int] | int) -> str:
+        """An int64 ``Constant``: a vector for a list, a scalar (rank 0) for an int."""
         name = self.fresh(f"{node.id}/const")
-        tensor = helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+        dims, vals = ([], [values]) if isinstance(values, int) else ([len(values)], list(values))
+        tensor = helper.make_tensor(name, TensorProto.INT64, dims, vals)
         self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
         return name
 
@@ -152,11 +184,16 @@ class Exporter:
 
     def aux(self, op_type: str, inputs: list[str], node: Node, **attrs) -> str:
         """A helper node of a multi-node lowering, named ``ID/k_OpType``."""
+        return self.aux_outputs(op_type, inputs, node, 1, **attrs)[0]
+
+    def aux_outputs(self, op_type: str, inputs: list[str], node: Node, count: int, **attrs) -> list[str]:
+        """A helper node with ``count`` outputs (a Split): ``ID/k_OpType``, then ``…:1``…"""
         k = self.aux_count.get(node.id, 0)
         self.aux_count[node.id] = k + 1
-        out = self.fresh(f"{node.id}/{k}_{op_type}")
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
-        return out
+        name = self.fresh(f"{node.id}/{k}_{op_type}")
+        outs = [name] + [self.fresh(f"{name}:{i}") for i in range(1, count)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
+        return outs
 
     def final(self, op_type: str, inputs: list[str], node: Node, **attrs) -> str:
         """The node producing the IR node's value: named by the IR id, as is its output."""
@@ -164,8 +201,9 @@ class Exporter:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=node.id, **attrs))
         return out
 
-    def chain(self, node: Node, x: str, steps) -> str:
-        """The steps of a decomposition (``GELU_ERF``…) applied to ``x``."""
+    def chain(self, node: Node, x: str, steps, final: bool = True) -> str:
+        """The steps of a decomposition (``GELU_ERF``…) applied to ``x``; the last one gives
+        the node's value unless ``final`` is False (a part of a longer lowering)."""
         value = x
         for k, (op_type, other) in enumerate(steps):
             inputs = [value]
@@ -173,9 +211,25 @@ class Exporter:
                 inputs.append(x)
             elif other is not None:
                 inputs.append(self.const(node, other))
-            emit = self.final if k == len(steps) - 1 else self.aux
+            emit = self.final if final and k == len(steps) - 1 else self.aux
             value = emit(op_type, inputs, node)
         return value
+
+    def emit(self, last: bool):
+        """``final`` for the node giving the IR value, ``aux`` for a helper."""
+        return self.final if last else self.aux
+
+    def reduce_mean(self, node: Node, x: str, axes: list[int], keepdims: int, last: bool = False) -> str:
+        """ReduceMean over ``axes``: an attribute before opset 18, an input from it."""
+        if self.opset >= 18:
+            return self.emit(last)("ReduceMean", [x, self.int_const(node, axes)], node, keepdims=keepdims)
+        return self.emit(last)("ReduceMean", [x], node, axes=axes, keepdims=keepdims)
+
+    def document(self, node: Node, args: list[str]) -> None:
+        """The record ``from_onnx`` rebuilds a ``DOCUMENTED`` op from, on its final node."""
+        record = {"evoir_op": node.op, "attrs": node.attrs, "params": node.params, "args": args}
+        final = next(n for n in reversed(self.nodes) if n.name == node.id)
+        final.doc_string = json.dumps(record, sort_keys=True)
 
 
 # ---- the lowerings: one small function per op -------------------------------------------------
@@ -218,7 +272,7 @@ def _layernorm(ex: Exporter, node: Node, args: list[str]) -> str:
     eps = ex.attrs(node).eps
     params = [ex.param(node, "weight"), ex.param(node, "bias")]
     rank = node.type.rank + 1  # with the batch axis
-    if rank == 2:
+    if node.type.channel_axis == node.type.rank - 1:  # a vector's or a sequence's: the last axis
         return ex.final("LayerNormalization", [args[0], *params], node, axis=-1, epsilon=eps)
     # LayerNormalization normalises trailing axes; move the channels last and back.
     last = ex.aux("Transpose", args, node, perm=[0, *range(2, rank), 1])
@@ -237,6 +291,12 @@ def _unary(ex: Exporter, node: Node, args: list[str]) -> str:
 @lowers("zero")
 def _zero(ex: Exporter, node: Node, args: list[str]) -> str:
     return ex.final("Mul", [args[0], ex.const(node, 0.0)], node)
+
+
+@lowers("constant_scale")
+def _constant_scale(ex: Exporter, node: Node, args: list[str]) -> str:
+    # The record keeps the factor exactly (the Constant holds it in the node's dtype).
+    return ex.final("Mul", [args[0], ex.const(node, ex.attrs(node).factor)], node)
 
 
 @lowers("relu6")
@@ -275,7 +335,10 @@ def _silu(ex: Exporter, node: Node, args: list[str]) -> str:
 
 @lowers("softmax")
 def _softmax(ex: Exporter, node: Node, args: list[str]) -> str:
-    return ex.final("Softmax", args, node, axis=1)
+    # The channel axis; a plain value's last axis.
+    t = node.type
+    axis = t.batched_channel_dim if t.channel_axis is not None else t.rank
+    return ex.final("Softmax", args, node, axis=axis)
 
 
 @lowers("add")
@@ -308,7 +371,8 @@ def _mul(ex: Exporter, node: Node, args: list[str]) -> str:
 def _channel_slice(ex: Exporter, node: Node, args: list[str]) -> str:
     # A Gather on the channel axis (fit's Gathers are on H and W, its Slice starts at 0).
     a = ex.attrs(node)
-    return ex.final("Gather", [args[0], ex.int_const(node, list(range(a.start, a.end)))], node, axis=1)
+    index = ex.int_const(node, list(range(a.start, a.end)))
+    return ex.final("Gather", [args[0], index], node, axis=node.type.batched_channel_dim)
 
 
 @lowers("channel_shuffle")
@@ -324,7 +388,7 @@ def _channel_shuffle(ex: Exporter, node: Node, args: list[str]) -> str:
 
 @lowers("concat")
 def _concat(ex: Exporter, node: Node, args: list[str]) -> str:
-    return ex.final("Concat", args, node, axis=1)
+    return ex.final("Concat", args, node, axis=node.type.batched_channel_dim)
 
 
 def adaptive_matrix(size: int, out: int, dtype: torch.dtype) -> torch.Tensor:
@@ -359,10 +423,25 @@ def _flatten(ex: Exporter, node: Node, args: list[str]) -> str:
 
 @lowers("linear")
 def _linear(ex: Exporter, node: Node, args: list[str]) -> str:
+    """Gemm for a vector; over a sequence's last axis (Gemm takes matrices only) MatMul with
+    the transposed weight, then Add the bias."""
+    bias = ex.attrs(node).bias
+    if node.type.rank > 1:
+        return project(ex, node, args[0], "weight", "bias" if bias else None, last=True)
     inputs = [args[0], ex.param(node, "weight")]
-    if ex.attrs(node).bias:
+    if bias:
         inputs.append(ex.param(node, "bias"))
     return ex.final("Gemm", inputs, node, transB=1)
+
+
+def project(ex: Exporter, node: Node, x: str, weight: str, bias: str | None, last: bool = False) -> str:
+    """x Wᵀ + b over the last axis of ``x``: Transpose(W) → MatMul → Add (the chain that
+    ``import_onnx`` reads back as a linear; the initializers keep the store's (out, in) weight)."""
+    wt = ex.aux("Transpose", [ex.param(node, weight)], node, perm=[1, 0])
+    if bias is None:
+        return ex.emit(last)("MatMul", [x, wt], node)
+    y = ex.aux("MatMul", [x, wt], node)
+    return ex.emit(last)("Add", [y, ex.param(node, bias)], node)
 
 
 @lowers("dropout")
@@ -396,6 +475,187 @@ def _fit(ex: Exporter, node: Node, args: list[str]) -> str:
         emit = ex.final if k == len(steps) - 1 else ex.aux
         x = emit(op_type, [x, *extra], node, **attrs)
     return x
+
+
+# ---- token sequences ------------------------------------------------------------------------
+@lowers("embedding")
+def _embedding(ex: Exporter, node: Node, args: list[str]) -> str:
+    """The table's rows at the ids: Gather(weight, ids) (the table meets no float input)."""
+    return ex.final("Gather", [ex.param(node, "weight", node.type.dtype), args[0]], node, axis=0)
+
+
+@lowers("position_embedding")
+def _position_embedding(ex: Exporter, node: Node, args: list[str]) -> str:
+    """x + table[:T]: a Slice of the table's first T rows when it is longer, then Add."""
+    table = ex.param(node, "weight")
+    tokens = node.type.shape[0]
+    if ex.attrs(node).length > tokens:
+        bounds = [ex.int_const(node, [v]) for v in (0, tokens, 0)]
+        table = ex.aux("Slice", [table, *bounds], node)
+    return ex.final("Add", [args[0], table], node)
+
+
+@lowers("class_token")
+def _class_token(ex: Exporter, node: Node, args: list[str]) -> str:
+    """The token (D,) as (1, 1, D), expanded to (N, 1, D) by the input's batch size (Shape of
+    its first axis: the batch is dynamic), in front of the tokens."""
+    width = node.type.shape[1]
+    token = ex.aux("Reshape", [ex.param(node, "weight"), ex.int_const(node, [1, 1, width])], node)
+    batch = ex.aux("Shape", args, node, start=0, end=1)
+    shape = ex.aux("Concat", [batch, ex.int_const(node, [1, 1])], node, axis=0)
+    tokens = ex.aux("Expand", [token, shape], node)
+    return ex.final("Concat", [tokens, args[0]], node, axis=1)
+
+
+@lowers("tokens_from_image")
+def _tokens_from_image(ex: Exporter, node: Node, args: list[str]) -> str:
+    """(N, C, H, W) → Reshape (N, C, H·W) → Transpose (N, H·W, C)."""
+    c, h, w = ex.in_type(node).shape
+    flat = ex.aux("Reshape", [args[0], ex.int_const(node, [0, c, h * w])], node)
+    return ex.final("Transpose", [flat], node, perm=[0, 2, 1])
+
+
+@lowers("token_select")
+def _token_select(ex: Exporter, node: Node, args: list[str]) -> str:
+    # A scalar index drops the token axis, as torch.select does (a negative one counts from the end).
+    return ex.final("Gather", [args[0], ex.int_const(node, ex.attrs(node).index)], node, axis=1)
+
+
+@lowers("token_mean")
+def _token_mean(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.reduce_mean(node, args[0], [1], keepdims=0, last=True)
+
+
+@lowers("attention")
+def _attention(ex: Exporter, node: Node, args: list[str]) -> str:
+    """Multi-head attention in plain ONNX ops (inference: no dropout).
+
+    The projections are linears (``project``); a fused one is Split into q, k, v. Heads go to
+    their own axes: q as (N, G, r, T, d) with G = kv_heads and r = heads / G, k and v as
+    (N, G, 1, ·, ·), so that MatMul's broadcasting serves r query heads with each k/v head
+    (grouped query: the repeat of k and v, as ``enable_gqa``); without groups (r = 1) the heads
+    axis is one, (N, H, T, d). scores = (q kᵀ) · scale (+ a constant −∞ upper triangle when
+    causal: T is static), Softmax over the keys, times v, heads back to (N, T, H·d), then the
+    output projection.
+    """
+    a = ex.attrs(node)
+    tokens = node.type.shape[0]
+    groups, d = a.groups, a.head_dim
+    per_group = a.heads // groups
+    x = args[0]
+    qkv_bias = (lambda role: role) if a.qkv_bias else (lambda role: None)
+    if a.qkv == "fused":
+        qkv = project(ex, node, x, "qkv_weight", qkv_bias("qkv_bias"))
+        sizes = ex.int_const(node, [a.q_rows, a.kv_rows, a.kv_rows])
+        q, k, v = ex.aux_outputs("Split", [qkv, sizes], node, 3, axis=-1)
+    else:
+        q, k, v = (project(ex, node, x, f"{r}_weight", qkv_bias(f"{r}_bias")) for r in "qkv")
+    heads = [groups, per_group] if per_group > 1 else [groups]
+    shared = [groups, 1] if per_group > 1 else [groups]
+    n = len(heads)
+    to_heads = [0, *range(2, 2 + n), 1, 2 + n]  # (N, T, heads…, d) → (N, heads…, T, d)
+    to_keys = [0, *range(2, 2 + n), 2 + n, 1]  # … → (N, heads…, d, T): kᵀ
+    back = [0, 1 + n, *range(1, 1 + n), 2 + n]  # (N, heads…, T, d) → (N, T, heads…, d)
+
+    def split_heads(value: str, shape: list[int], perm: list[int]) -> str:
+        split = ex.aux("Reshape", [value, ex.int_const(node, [0, tokens, *shape, d])], node)
+        return ex.aux("Transpose", [split], node, perm=perm)
+
+    q, k, v = (
+        split_heads(q, heads, to_heads),
+        split_heads(k, shared, to_keys),
+        split_heads(v, shared, to_heads),
+    )
+    scores = ex.aux("Mul", [ex.aux("MatMul", [q, k], node), ex.const(node, a.effective_scale)], node)
+    if a.causal:
+        mask = torch.full((tokens, tokens), float("-inf"), dtype=TORCH_DTYPES[node.type.dtype]).triu(1)
+        scores = ex.aux("Add", [scores, ex.matrix(node, mask)], node)
+    weights = ex.aux("Softmax", [scores], node, axis=-1)
+    y = ex.aux("Transpose", [ex.aux("MatMul", [weights, v], node)], node, perm=back)
+    y = ex.aux("Reshape", [y, ex.int_const(node, [0, tokens, a.q_rows])], node)
+    return project(ex, node, y, "o_weight", "o_bias" if a.out_bias else None, last=True)
+
+
+@lowers("rmsnorm")
+def _rmsnorm(ex: Exporter, node: Node, args: list[str]) -> str:
+    """x / √(mean(x²) + ε) · γ over the channel axis, ε the dtype's machine epsilon when the
+    node leaves it to the dtype (as torch.nn.RMSNorm). RMSNormalization from opset 23; before,
+    Mul → ReduceMean → Add ε → Sqrt → Div → Mul γ. An image's channels go last and back."""
+    eps = ex.attrs(node).eps
+    if eps is None:
+        eps = torch.finfo(TORCH_DTYPES[node.type.dtype]).eps
+    weight = ex.param(node, "weight")
+    rank = node.type.rank + 1
+    moved = node.type.channel_axis != node.type.rank - 1
+    x = ex.aux("Transpose", args, node, perm=[0, *range(2, rank), 1]) if moved else args[0]
+    if ex.opset >= 23:
+        y = ex.emit(not moved)("RMSNormalization", [x, weight], node, axis=-1, epsilon=eps)
+    else:
+        mean = ex.reduce_mean(node, ex.aux("Mul", [x, x], node), [-1], keepdims=1)
+        rms = ex.aux("Sqrt", [ex.aux("Add", [mean, ex.const(node, eps)], node)], node)
+        y = ex.emit(not moved)("Mul", [ex.aux("Div", [x, rms], node), weight], node)
+    return ex.final("Transpose", [y], node, perm=[0, rank - 1, *range(1, rank - 1)]) if moved else y
+
+
+_GATES = {"sigmoid": "Sigmoid", "relu": "Relu"}
+
+
+@lowers("glu")
+def _glu(ex: Exporter, node: Node, args: list[str]) -> str:
+    """act(gate) · up; the gate's activation as the op of that name lowers it."""
+    activation = ex.attrs(node).activation
+    gate, up = args
+    if activation == "silu":
+        gate = ex.chain(node, gate, SILU, final=False)
+    elif activation in ("gelu", "gelu_tanh"):
+        tanh = activation == "gelu_tanh"
+        if ex.opset >= 20:
+            gate = ex.aux("Gelu", [gate], node, approximate="tanh" if tanh else "none")
+        else:
+            gate = ex.chain(node, gate, GELU_TANH if tanh else GELU_ERF, final=False)
+    else:
+        gate = ex.aux(_GATES[activation], [gate], node)
+    return ex.final("Mul", [gate, up], node)
+
+
+@lowers("reshape")
+def _reshape(ex: Exporter, node: Node, args: list[str]) -> str:
+    # 0 keeps the batch axis.
+    return ex.final("Reshape", [args[0], ex.int_const(node, [0, *ex.attrs(node).shape])], node)
+
+
+@lowers("permute")
+def _permute(ex: Exporter, node: Node, args: list[str]) -> str:
+    return ex.final("Transpose", args, node, perm=[0, *(d + 1 for d in ex.attrs(node).dims)])
+
+
+@lowers("roll")
+def _roll(ex: Exporter, node: Node, args: list[str]) -> str:
+    """For each axis in turn (as torch.roll), the last k = shift mod n positions, then the
+    first n − k: two Slices and a Concat. An axis whose shift is a multiple of its size is
+    left as it is; a roll that moves nothing is an Identity."""
+    a = ex.attrs(node)
+    steps = []
+    for shift, dim in zip(a.shifts, a.dims, strict=True):
+        size = node.type.shape[dim]
+        if shift % size:
+            steps.append((size, shift % size, dim + 1))
+    if not steps:
+        return ex.final("Identity", args, node)
+    x = args[0]
+    for k, (size, shift, axis) in enumerate(steps):
+        parts = []
+        for start, end in ((size - shift, size), (0, size - shift)):
+            bounds = [ex.int_const(node, [v]) for v in (start, end, axis)]
+            parts.append(ex.aux("Slice", [x, *bounds], node))
+        x = ex.emit(k == len(steps) - 1)("Concat", parts, node, axis=axis)
+    return x
+
+
+@lowers("gather")
+def _gather(ex: Exporter, node: Node, args: list[str]) -> str:
+    a = ex.attrs(node)
+    return ex.final("Gather", [args[0], ex.int_const(node, list(a.index))], node, axis=a.axis + 1)
 
 
 # ---- pooling: PyTorch's ceil_mode rule, said in a way ONNX's shape inference agrees with --------
@@ -488,7 +748,12 @@ def _avgpool(ex: Exporter, node: Node, args: list[str]) -> str:
 
 # ---- the model ------------------------------------------------------------------------------
 def _value_info(name: str, node: Node) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, ELEM_TYPES[node.type.dtype], [BATCH, *node.type.shape])
+    t = node.type
+    info = helper.make_tensor_value_info(name, ELEM_TYPES[t.dtype], [BATCH, *t.shape])
+    if node.op == "input" and t.layout != "channels_first":
+        # ONNX types have no layout: a (T, D) sequence would come back as channels-first.
+        info.doc_string = json.dumps({LAYOUT_KEY: t.layout})
+    return info
 
 
 def to_onnx(graph: Graph, store: TensorStore, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -520,7 +785,10 @@ def to_onnx(graph: Graph, store: TensorStore, opset: int = DEFAULT_OPSET) -> onn
             ex.value_of[node.id] = name
             inputs.append(_value_info(name, node))
             continue
-        value = ONNX_LOWERINGS[node.op](ex, node, [ex.value_of[i] for i in node.inputs])
+        args = [ex.value_of[i] for i in node.inputs]
+        value = ONNX_LOWERINGS[node.op](ex, node, args)
+        if node.op in DOCUMENTED:
+            ex.document(node, args)
         ex.value_of[node.id] = value
         if node.op == "output":
             outputs.append(_value_info(value, node))

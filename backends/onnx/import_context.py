@@ -5,6 +5,7 @@ IR nodes or constants, who reads each value, the IR nodes so far and the store.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 
@@ -18,12 +19,16 @@ from evoir.errors import EvoirError, UnsupportedError
 from evoir.graph import Node
 from evoir.names import fresh_name
 from evoir.store import TensorStore
+from evoir.types import LAYOUTS
+
+from .export import LAYOUT_KEY
 
 _DTYPES = {
     TensorProto.FLOAT: "float32",
     TensorProto.DOUBLE: "float64",
     TensorProto.FLOAT16: "float16",
     TensorProto.BFLOAT16: "bfloat16",
+    TensorProto.INT64: "int64",  # token ids
 }
 
 
@@ -44,6 +49,7 @@ class Importer:
 
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.onnx_nodes = list(g.node)
         self.initializers = {t.name: t for t in g.initializer}
         self.consts: dict[str, np.ndarray] = {}
@@ -59,6 +65,9 @@ class Importer:
         self.nodes: list[Node] = []
         self.ids: set[str] = set()
         self.outputs: dict[str, Node] = {}  # graph output name → its IR output node
+        # ONNX node index → the index of the documented final node whose decomposition it is
+        # part of (see ``import_chains.claim_documented``): no other chain may take it.
+        self.claimed: dict[int, int] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
     def unsupported(self, n: onnx.NodeProto, why: str) -> UnsupportedError:
@@ -112,7 +121,10 @@ class Importer:
 
     def tensor(self, n: onnx.NodeProto, k: int, role: str, buffer: bool = False) -> str:
         """The store id of a constant input (an initializer keeps its name)."""
-        name = self.input_name(n, k)
+        return self.load(n, self.input_name(n, k), f"{role} (input {k})", buffer)
+
+    def load(self, n: onnx.NodeProto, name: str, role: str, buffer: bool = False) -> str:
+        """The store id of the constant ``name`` that ``n`` reads as its ``role``."""
         if name in self.store:
             return name
         if name in self.initializers:
@@ -122,7 +134,7 @@ class Importer:
             tid = self.store.fresh_id(name)
             self.store.add(tid, torch.from_numpy(np.array(self.consts[name])), buffer=buffer)
             return tid
-        raise self.unsupported(n, f"the {role} (input {k}) must be a constant (an initializer)")
+        raise self.unsupported(n, f"the {role} must be a constant (an initializer)")
 
     def used(self, name: str) -> bool:
         return bool(name) and (bool(self.users.get(name)) or name in self.graph_outputs)
@@ -130,7 +142,12 @@ class Importer:
     def only_user(self, value: str, op_type: str) -> tuple[int, onnx.NodeProto] | None:
         """The single node reading ``value``, if it is an ``op_type`` (and ``value`` is internal)."""
         users = self.users.get(value, [])
-        if len(users) != 1 or value in self.graph_outputs or users[0] in self.done:
+        if (
+            len(users) != 1
+            or value in self.graph_outputs
+            or users[0] in self.done
+            or users[0] in self.claimed
+        ):
             return None
         k = users[0]
         n = self.onnx_nodes[k]
@@ -150,15 +167,21 @@ class Importer:
             node = make_node(node_id or self.node_id(n), op, inputs, attrs, params)
         except EvoirError as err:
             raise self.unsupported(n, str(err)) from None
+        return self.place(n, node)
+
+    def place(self, n: onnx.NodeProto, node: Node) -> Node:
+        """Append ``node``, the IR node giving the value of ``n``'s first output."""
         self.nodes.append(node)
         self.values[n.output[0]] = node
         return node
 
     # ---- the graph -------------------------------------------------------------------------
     def graph_input(self, vi: onnx.ValueInfoProto) -> None:
+        """An input node: its layout from the doc string ``to_onnx`` writes, else channels
+        first for floats and a sequence for int64 token ids."""
         t = vi.type.tensor_type
         if not vi.type.HasField("tensor_type") or t.elem_type not in _DTYPES:
-            raise UnsupportedError(f"graph input '{vi.name}' is not a float tensor")
+            raise UnsupportedError(f"graph input '{vi.name}' is not a float tensor or int64 token ids")
         dims = list(t.shape.dim)
         if len(dims) < 2:
             raise UnsupportedError(f"graph input '{vi.name}' needs a batch axis and at least one more")
@@ -169,7 +192,13 @@ class Importer:
                     f"graph input '{vi.name}' has a dynamic size at axis {k}; only the batch axis (0) may be dynamic"
                 )
             shape.append(d.dim_value)
-        node = make_node(self.fresh_id(vi.name), "input", [], {"shape": shape, "dtype": _DTYPES[t.elem_type]})
+        dtype = _DTYPES[t.elem_type]
+        layout = _layout(vi) or ("sequence" if dtype == "int64" else "channels_first")
+        node_id = self.fresh_id(vi.name)
+        try:
+            node = make_node(node_id, "input", [], {"shape": shape, "dtype": dtype, "layout": layout})
+        except EvoirError as err:
+            raise UnsupportedError(f"graph input '{vi.name}': {err}") from None
         self.nodes.append(node)
         self.values[vi.name] = node
 
@@ -179,3 +208,18 @@ class Importer:
         node = make_node(self.fresh_id(node_id), "output", [self.values[source]])
         self.nodes.append(node)
         self.outputs[name] = node
+
+
+def _layout(vi: onnx.ValueInfoProto) -> str | None:
+    """The layout ``to_onnx`` records in an input's doc string, if any."""
+    if not vi.doc_string.startswith("{"):
+        return None
+    try:
+        layout = json.loads(vi.doc_string).get(LAYOUT_KEY)
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if layout is not None and layout not in LAYOUTS:
+        raise UnsupportedError(
+            f"graph input '{vi.name}' has layout '{layout}'; evoir's are {', '.join(LAYOUTS)}"
+        )
+    return layout

@@ -2,10 +2,18 @@
 
 Rules:
 
-- ONNX nodes map onto IR ops one to one (Conv → conv2d, Gemm → linear, Sum → an n-ary add…),
-  except the chains ``to_onnx`` writes for one op (GELU's erf or tanh formula, x·sigmoid(x),
-  LayerNorm between two Transposes, Pad before an AveragePool, fit's Gather/Slice/Pad), which
+- ONNX nodes map onto IR ops one to one (Conv → conv2d, Gemm → linear, Sum → an n-ary add,
+  Gather → embedding, token_select, channel_slice or gather, ReduceMean → token_mean…), except
+  the chains ``to_onnx`` writes for one op (GELU's erf or tanh formula, x·sigmoid(x), LayerNorm
+  between two Transposes, Pad before an AveragePool, fit's Gather/Slice/Pad, a linear over a
+  sequence as Transpose(W) → MatMul → Add, tokens_from_image's Reshape → Transpose), which
   become that op again;
+- a node carrying ``to_onnx``'s record (attention, rmsnorm, glu, roll, reshape…: see
+  ``export.DOCUMENTED``) becomes the recorded op, once its helper nodes (named ``ID/...``) are
+  checked to be exactly that op's decomposition;
+- channel ops read the channel axis of their input's layout (axis 1 of an image or vector, the
+  last of a token sequence); a graph input's layout is the one its doc string records, else
+  channels first (a sequence for int64 token ids);
 - node ids come from ONNX node names (made valid, and unique), tensor ids are the initializer
   names; BN's running statistics are buffers, and its ``num_batches_tracked`` (which ONNX has
   not) is a new zero int64 buffer; a BN whose scale and bias are ``Constant`` ones and zeros
@@ -34,7 +42,7 @@ from evoir.errors import ModelFileError, UnsupportedError
 from evoir.graph import Graph, Node
 from evoir.store import TensorStore
 
-from .import_chains import MATCHERS
+from .import_chains import MATCHERS, claim_documented, import_documented
 from .import_context import Importer
 from .import_ops import IMPORTERS
 
@@ -55,8 +63,13 @@ def _run(imp: Importer, g: onnx.GraphProto) -> list[Node]:
     for vi in g.input:
         if vi.name not in inits:  # old exporters list initializers as inputs too
             imp.graph_input(vi)
+    claim_documented(imp)
     for k, n in enumerate(imp.onnx_nodes):
         if k in imp.done:
+            continue
+        if k in imp.claimed:  # a documented op: imported as a whole at its final node
+            if imp.claimed[k] == k:
+                import_documented(imp, k)
             continue
         if n.domain not in ("", "ai.onnx"):
             raise imp.unsupported(n, f"op {n.domain}.{n.op_type} is not in evoir's op set")

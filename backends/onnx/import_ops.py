@@ -16,6 +16,8 @@ import torch
 from evoir.builder import make_node
 from evoir.errors import EvoirError
 from evoir.graph import Node
+from evoir.ops.norm import scale_shape
+from evoir.types import TensorType
 
 from .import_context import Importer
 
@@ -50,6 +52,12 @@ def _axis(imp: Importer, n: onnx.NodeProto, x: Node, default: int) -> int:
     rank = x.type.rank + 1
     axis = imp.attrs(n).get("axis", default)
     return axis % rank if -rank <= axis < rank else -1
+
+
+def channel_dim(t: TensorType) -> int | None:
+    """The batched channel axis of a ``t`` value (1 for images and vectors, the last for token
+    sequences), or None where it has none."""
+    return t.batched_channel_dim if t.channel_axis is not None else None
 
 
 _UNARY = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Identity": "identity"}
@@ -110,8 +118,11 @@ def _gelu(imp: Importer, n: onnx.NodeProto) -> None:
 @imports("Softmax")
 def _softmax(imp: Importer, n: onnx.NodeProto) -> None:
     x = imp.arg(n)
-    if _axis(imp, n, x, -1) != 1:
-        raise imp.unsupported(n, "softmax over an axis other than the channels (axis 1)")
+    want = channel_dim(x.type) or x.type.rank  # a plain value's: the last axis
+    if _axis(imp, n, x, -1) != want:
+        raise imp.unsupported(
+            n, f"softmax over an axis other than the channels (axis {want} of a {x.type} value)"
+        )
     imp.emit(n, "softmax", [x])
 
 
@@ -129,29 +140,90 @@ def _mul(imp: Importer, n: onnx.NodeProto) -> None:
         imp.emit(n, "zero", [imp.arg(n, 0)])  # x · 0: NAS-Bench-201's none edge
         return
     if n.input[1] in imp.initializers and n.input[0] in imp.values:  # x · γ: layer scale
-        imp.emit(n, "scale", [imp.arg(n, 0)], params={"weight": imp.tensor(n, 1, "weight")})
+        x = imp.arg(n, 0)
+        shape = imp.array(n.input[1]).shape
+        if x.type.channel_axis is None or shape != scale_shape(x.type):
+            raise imp.unsupported(
+                n,
+                f"a product with a constant of shape {list(shape)}, not a per-channel scale of a {x.type} value",
+            )
+        imp.emit(n, "scale", [x], params={"weight": imp.tensor(n, 1, "weight")})
         return
     imp.emit(n, "mul", [imp.arg(n, 0), imp.arg(n, 1)])
 
 
 @imports("Gather")
 def _gather(imp: Importer, n: onnx.NodeProto) -> None:
+    """A table's rows at token ids: embedding. One token of a sequence (a scalar index on
+    axis 1): token_select. A contiguous range of channels: channel_slice. Any other constant
+    index on a non-batch axis: gather."""
+    if imp.input_name(n, 0) in imp.initializers and imp.input_name(n, 1) in imp.values:
+        _embedding(imp, n)
+        return
     x = imp.arg(n)
     idx = imp.array(imp.input_name(n, 1))
     axis = _axis(imp, n, x, 0)
-    if axis != 1 or idx is None or idx.ndim != 1 or not idx.size:
-        raise imp.unsupported(n, "a Gather other than of a range of channels (axis 1)")
-    start = int(idx[0])
-    if [int(i) for i in idx] != list(range(start, start + idx.size)):
-        raise imp.unsupported(n, "a Gather of channels that are not one contiguous range")
-    imp.emit(n, "channel_slice", [x], {"start": start, "end": start + int(idx.size)})
+    if idx is None or idx.dtype.kind not in "iu":
+        raise imp.unsupported(
+            n, "the index must be a constant of integers (or the data a table read by token ids)"
+        )
+    if axis < 1:
+        raise imp.unsupported(n, "a Gather along the batch axis")
+    size = x.type.shape[axis - 1]
+    if idx.ndim == 0:
+        if not (x.type.is_sequence and axis == 1 and -size <= int(idx) < size):
+            raise imp.unsupported(
+                n, "a Gather of one position (it drops the axis) other than one token of a sequence"
+            )
+        imp.emit(n, "token_select", [x], {"index": int(idx)})
+        return
+    if idx.ndim != 1 or not idx.size or not all(-size <= int(i) < size for i in idx):
+        raise imp.unsupported(n, f"a Gather whose index is not a vector of positions of axis {axis} ({size})")
+    index = [int(i) % size for i in idx]
+    if axis == channel_dim(x.type) and index == list(range(index[0], index[0] + len(index))):
+        imp.emit(n, "channel_slice", [x], {"start": index[0], "end": index[0] + len(index)})
+        return
+    imp.emit(n, "gather", [x], {"axis": axis - 1, "index": index})
+
+
+def _embedding(imp: Importer, n: onnx.NodeProto) -> None:
+    ids = imp.arg(n, 1)
+    table = imp.array(imp.input_name(n, 0))
+    if imp.attrs(n).get("axis", 0) != 0 or table.ndim != 2 or not ids.type.is_token_ids:
+        raise imp.unsupported(
+            n,
+            f"a Gather of a constant other than the rows of a table (vocab, dim) at token ids, got {list(table.shape)} at {ids.type}",
+        )
+    vocab, dim = table.shape
+    params = {"weight": imp.tensor(n, 0, "table")}
+    imp.emit(n, "embedding", [ids], {"vocab": vocab, "dim": dim}, params)
+
+
+@imports("ReduceMean")
+def _reduce_mean(imp: Importer, n: onnx.NodeProto) -> None:
+    """The mean over a sequence's tokens: token_mean (axes an attribute before opset 18)."""
+    x = imp.arg(n)
+    a = imp.attrs(n)
+    axes = a.get("axes")
+    if axes is None and imp.input_name(n, 1):
+        axes = imp.array(imp.input_name(n, 1))
+    rank = x.type.rank + 1
+    axes = None if axes is None else [int(v) % rank for v in np.asarray(axes).flatten()]
+    if not x.type.is_sequence or axes != [1] or a.get("keepdims", 1):
+        raise imp.unsupported(
+            n, "a ReduceMean other than over the tokens of a sequence (axes [1], keepdims 0)"
+        )
+    imp.emit(n, "token_mean", [x])
 
 
 @imports("Concat")
 def _concat(imp: Importer, n: onnx.NodeProto) -> None:
     xs = [imp.arg(n, k) for k in range(len(n.input))]
-    if _axis(imp, n, xs[0], 1) != 1:
-        raise imp.unsupported(n, "concatenation along an axis other than the channels (axis 1)")
+    want = channel_dim(xs[0].type)
+    if want is None or _axis(imp, n, xs[0], 1) != want:
+        raise imp.unsupported(
+            n, f"concatenation along an axis other than the channels (axis {want} of a {xs[0].type} value)"
+        )
     imp.emit(n, "concat", xs)
 
 
@@ -275,9 +347,11 @@ def _gemm(imp: Importer, n: onnx.NodeProto) -> None:
 @imports("LayerNormalization")
 def _layernorm(imp: Importer, n: onnx.NodeProto) -> None:
     x = imp.arg(n)
-    if x.type.rank != 1 or _axis(imp, n, x, -1) != 1:
+    t = x.type
+    if t.channel_axis != t.rank - 1 or _axis(imp, n, x, -1) != t.rank:
         raise imp.unsupported(
-            n, "LayerNormalization over trailing axes of a (C,H,W) value; evoir's layernorm is over channels"
+            n,
+            f"LayerNormalization over other axes than the channels of a {t} value; evoir's layernorm is over channels",
         )
     emit_layernorm(imp, n, n, x)
 
