@@ -9,7 +9,9 @@ statistics are indexed by g too), so the network computes the same function in e
 mode: replicated channels see identical data, hence identical BN batch statistics.
 
 Where residual adds tie several values together, they must all follow the same map: the pass
-traces the tie back to every conv/linear that feeds it and widens that whole group at once.
+traces the tie back to every conv/linear that feeds it and widens that whole group at once. A
+gated MLP's glu ties its gate and up layers the same way. On an attention node the units are
+heads (``net2wider_heads``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from evoir.ops.pool import POOLS
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, Preserves, option, register_pass
+from .net2wider_heads import check_heads, default_heads, widen_heads
 from .rewrite import Rewriter
 from .topology import PARAM_LAYERS
 
@@ -55,7 +58,9 @@ def _blocker(graph: Graph, node: Node) -> str | None:
         )
     if node.op in _WHY_NOT:
         return _WHY_NOT[node.op]
-    if node.op in FOLLOW or node.op in PARAM_LAYERS or node.op in ("add", "flatten"):
+    if node.op == "flatten" and graph.node(node.inputs[0]).type.layout != "channels_first":
+        return "a flatten of a token sequence, whose features interleave the channels"
+    if node.op in FOLLOW or node.op in PARAM_LAYERS or node.op in ("add", "glu", "flatten"):
         return None
     return f"a {node.op}, which cannot follow a channel map"
 
@@ -130,7 +135,7 @@ def plan_widening(graph: Graph, target: str) -> WideningPlan:
         # Backward: what produces this value must follow the same map.
         if node.op in PARAM_LAYERS:
             plan.producers.append(node_id)
-        elif node.op == "add":
+        elif node.op in ("add", "glu"):  # a glu ties its gate and up like a sum
             plan.ties.append(node_id)
             queue += [(i, m, node_id) for i in node.inputs]
         elif node.op == "flatten":
@@ -205,9 +210,9 @@ class Net2Wider(Pass):
         "dividing their outgoing weights by the replica count"
     )
 
-    at: str | None = option(None, "conv2d or linear node to widen (none: a random one that can be)")
+    at: str | None = option(None, "conv2d, linear or attention node to widen (none: a random one that can be)")
     width: int | None = option(
-        None, "new number of output channels/features, above the current (none: +25%, at least +1)"
+        None, "new number of output channels/features or heads, above the current (none: +25%, at least +1)"
     )
     group: bool = option(True, "also widen the layers tied to the target by residual adds (false: refuse)")
     noise: float = option(
@@ -235,17 +240,21 @@ class Net2Wider(Pass):
 
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
+        if self.at is not None and self.at in graph and graph.node(self.at).op == "attention":
+            return self._widen_heads(rw, graph, graph.node(self.at))
         if self.at is not None:
             try:
                 plan, width = self._plan(graph, self.at)
             except PassError as err:
                 raise self.refuse(str(err)) from None
         else:
-            candidates = [n.id for n in graph.nodes if n.op in PARAM_LAYERS]
+            candidates = [n.id for n in graph.nodes if n.op in (*PARAM_LAYERS, "attention")]
             rw.random.shuffle(candidates)
             reasons = []
             for candidate in candidates:
                 try:
+                    if graph.node(candidate).op == "attention":
+                        return self._widen_heads(rw, graph, graph.node(candidate))
                     plan, width = self._plan(graph, candidate)
                     break
                 except PassError as err:
@@ -263,13 +272,27 @@ class Net2Wider(Pass):
         }
         return PassResult(rw.finish(), rw.added, True, applied, notes)
 
+    def _widen_heads(self, rw: Rewriter, graph: Graph, node: Node) -> PassResult:
+        a = graph.attrs_of(node)
+        width = self.width if self.width is not None else default_heads(a)
+        try:
+            check_heads(node, a, width)
+        except PassError as err:
+            raise self.refuse(str(err)) from None
+        group = a.heads // a.groups
+        g = channel_map(a.groups, width // group, rw.generator)
+        noise = (lambda ref, shape: self._noise(rw, ref, shape)) if self.noise > 0 else None
+        rw.replace(widen_heads(rw, graph, node, width, g, noise))
+        applied = dataclasses.replace(self, at=node.id, width=width)
+        return PassResult(rw.finish(), rw.added, True, applied, {"head_map": g.tolist()})
+
     def _plan(self, graph: Graph, at: str) -> tuple[WideningPlan, int]:
         """The plan and the resolved width for target ``at``, or ``PassError`` with a reason."""
         if at not in graph:
             raise PassError(f"no node '{at}' in graph '{graph.name}'")
         node = graph.node(at)
         if node.op not in PARAM_LAYERS:
-            raise PassError(f"'{at}' is a {node.op}; net2wider widens a conv2d or linear layer")
+            raise PassError(f"'{at}' is a {node.op}; net2wider widens a conv2d, linear or attention node")
         current = node.type.channels
         width = self.width if self.width is not None else current + max(1, current // 4)
         if width <= current:
