@@ -16,7 +16,9 @@ from evoir.store import TensorStore
 
 from .base import Pass, PassResult, get_pass
 
-PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
+PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper", "add-heads")
+"""The passes m draws from; each refuses a site it cannot grow (add-heads a network without
+attention, inception one without convolutions), and the draw is repeated."""
 
 
 def draw_pass(
@@ -33,10 +35,14 @@ def draw_pass(
     small = rng.choice((2, 4, 8))
     cls = get_pass(op)
     block = block_options or {}
+    # A kernel of None follows the site: 3 on an image, 1 on a vector, none on a token
+    # sequence, where widen adds MLP units and deepen a transformer block.
+    kernel = rng.choice((None, 1, 3, 5))
     if op == "widen":
-        return cls(channels=small, kernel=rng.choice((1, 3, 5)), seed=seed, **block)
+        return cls(channels=small, kernel=kernel, seed=seed, **block)
     if op == "deepen":
-        return cls(channels=small, kernels=(rng.choice((1, 3, 5)),), seed=seed, **block)
+        parts = rng.choice(("attention+mlp", "attention", "mlp"))
+        return cls(channels=small, kernels=None if kernel is None else (kernel,), block=parts, seed=seed, **block)
     if op == "inception":
         return cls(channels=small, seed=seed, **block)
     if op == "net2wider":

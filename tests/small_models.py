@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evoir.templates import EraConfig, era, mlp, painter_base, resnet
+from evoir.templates import EraConfig, era, gpt, mlp, painter_base, resnet, vit
 
 SMALL_STARTS = {
     "painter-base": lambda seed=0: painter_base(input_shape=(3, 16, 16), width=8, seed=seed),
@@ -13,5 +13,7 @@ SMALL_STARTS = {
         config=EraConfig("bottleneck", (1, 1, 1, 1), filters=4, filter_update=2, group_size=2),
     ),
     "mlp": lambda seed=0: mlp(input_shape=(1, 8, 8), hidden=12, seed=seed),
+    "vit": lambda seed=0: vit(input_shape=(3, 8, 8), patch=4, width=8, heads=2, depth=1, seed=seed),
+    "gpt": lambda seed=0: gpt(input_shape=(6,), classes=9, width=8, heads=2, depth=1, seed=seed),
 }
 """Template name → ``build(seed=0) -> (graph, store)`` at test size (16×16 images)."""

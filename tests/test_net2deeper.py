@@ -9,6 +9,7 @@ import torch
 import evoir.passes.net2deeper  # noqa: F401  (registers the pass)
 from evoir import GraphBuilder
 from evoir.backends.torch_fx import lower
+from evoir.sample import random_inputs
 from evoir.errors import PassError
 from evoir.passes.base import Preserves, get_pass, parse_pass
 from evoir.passes.net2deeper import BN_EPS, Net2Deeper, activation_check
@@ -32,7 +33,7 @@ def deepen(pass_, graph, store):
 
 
 def max_diff(graph, result, store, train: bool) -> float:
-    x = torch.randn(4, *graph.input_nodes[0].type.shape, dtype=F64)
+    (x,) = random_inputs(graph, 4, torch.Generator().manual_seed(0), dtype=F64)
     a = lower(graph, store.to(dtype=F64))
     b = lower(result.graph, result.store_view(store).to(dtype=F64))
     a.train(train)

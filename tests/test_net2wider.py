@@ -9,6 +9,7 @@ import torch
 import evoir.passes.net2wider  # noqa: F401  (registers the pass)
 from evoir import GraphBuilder
 from evoir.backends.torch_fx import lower
+from evoir.sample import random_inputs
 from evoir.errors import PassError
 from evoir.passes.base import Preserves, get_pass, parse_pass
 from evoir.passes.net2wider import Net2Wider
@@ -32,7 +33,7 @@ def widen(pass_, graph, store):
 
 
 def max_diff(parent, child, parent_store, child_store, train: bool) -> float:
-    x = torch.randn(4, *parent.input_nodes[0].type.shape, dtype=F64)
+    (x,) = random_inputs(parent, 4, torch.Generator().manual_seed(0), dtype=F64)
     a, b = lower(parent, parent_store.to(dtype=F64)), lower(child, child_store.to(dtype=F64))
     a.train(train)
     b.train(train)
@@ -317,9 +318,13 @@ def test_random_targets_preserve_every_template(name, seed):
             widen(Net2Wider(seed=seed), graph, store)
         return
     result, store64 = widen(Net2Wider(seed=seed), graph, store)
-    assert graph.node(result.applied.at).op in ("conv2d", "linear")
+    assert graph.node(result.applied.at).op in ("conv2d", "linear", "attention")
     target = result.graph.node(result.applied.at)
-    assert target.type.channels == result.applied.width > graph.node(result.applied.at).type.channels
+    before = graph.node(result.applied.at)
+    if target.op == "attention":  # the units are heads
+        assert result.graph.attrs_of(target).heads == result.applied.width > graph.attrs_of(before).heads
+    else:
+        assert target.type.channels == result.applied.width > before.type.channels
     assert_preserved(graph, store64, result)
 
 
