@@ -9,10 +9,10 @@ import torch
 import evoir.passes.net2deeper  # noqa: F401  (registers the pass)
 from evoir import GraphBuilder
 from evoir.backends.torch_fx import lower
-from evoir.sample import random_inputs
 from evoir.errors import PassError
 from evoir.passes.base import Preserves, get_pass, parse_pass
 from evoir.passes.net2deeper import BN_EPS, Net2Deeper, activation_check
+from evoir.sample import random_inputs
 from evoir.templates import TEMPLATES, mlp, painter_base, resnet
 
 from .small_models import SMALL_STARTS
