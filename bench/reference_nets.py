@@ -190,3 +190,65 @@ class NB201Net(nn.Module):
             x = self.get_submodule(name)(x)
         x = F.relu(self.head.bn(x))
         return self.head.fc(x.mean(dim=(2, 3)))
+
+
+class _Attention(nn.Module):
+    """Causal multi-head self-attention with separate q/k/v/o projections, as people write it."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        for role in "qkvo":
+            setattr(self, f"{role}_weight", nn.Parameter(torch.empty(width, width)))
+            setattr(self, f"{role}_bias", nn.Parameter(torch.empty(width)))
+
+    def forward(self, x):
+        n, t, d = x.shape
+        q, k, v = (
+            F.linear(x, getattr(self, f"{r}_weight"), getattr(self, f"{r}_bias"))
+            .view(n, t, self.heads, d // self.heads)
+            .transpose(1, 2)
+            for r in "qkv"
+        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.linear(y.transpose(1, 2).reshape(n, t, d), self.o_weight, self.o_bias)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, hidden: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = _Attention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.ModuleDict({"fc1": nn.Linear(width, hidden), "fc2": nn.Linear(hidden, width)})
+
+    def forward(self, h):
+        h = h + self.attn(self.ln1(h))
+        return h + self.mlp["fc2"](F.gelu(self.mlp["fc1"](self.ln2(h))))
+
+
+class _Table(nn.Module):
+    def __init__(self, rows: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, width))
+
+
+class GPT(nn.Module):
+    """The ``gpt`` template (pre-norm, GELU MLP, untied head) written by hand; parameter names
+    are the template's tensor ids, so ``load_store`` fills it."""
+
+    def __init__(self, vocab: int, context: int, width: int, depth: int, heads: int, hidden: int):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = _Table(context, width)
+        self.depth = depth
+        for k in range(depth):
+            self.add_module(f"b{k}", _Block(width, heads, hidden))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, ids):
+        h = self.wte(ids) + self.wpe.weight[: ids.shape[1]]
+        for k in range(self.depth):
+            h = getattr(self, f"b{k}")(h)
+        return self.head(self.ln_f(h))
