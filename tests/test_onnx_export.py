@@ -14,13 +14,13 @@ import torch
 import torchvision
 
 from evoir import GraphBuilder
-from evoir.backends.onnx import ONNX_LOWERINGS, compare, draw_inputs, to_onnx
-from evoir.backends.onnx.check import id_range
+from evoir.backends.onnx import ONNX_LOWERINGS, compare, to_onnx
 from evoir.backends.onnx.export import pool_pads
 from evoir.backends.torch_fx import import_module, lower
 from evoir.errors import EvoirError
 from evoir.ops import all_ops
 from evoir.ops.pool import AvgPool2dAttrs
+from evoir.sample import id_range, random_inputs
 
 from .onnx_helpers import (
     CASE_IDS,
@@ -187,7 +187,7 @@ def test_token_ids_are_drawn_in_range_of_the_smallest_table():
     )
     graph, store = b.build(b.output(b.add_(small, large)))
     assert id_range(graph, "ids") == 5
-    (x,) = draw_inputs(graph, 64, torch.Generator().manual_seed(0))
+    (x,) = random_inputs(graph, 64, torch.Generator().manual_seed(0))
     assert x.dtype == torch.int64 and x.shape == (64, 7) and 0 <= int(x.min()) and int(x.max()) == 4
     assert compare(graph, store, to_onnx(graph, store)).ok
 

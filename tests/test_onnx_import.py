@@ -12,9 +12,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from evoir import GraphBuilder
-from evoir.backends.onnx import compare, draw_inputs, from_onnx, to_onnx
+from evoir.backends.onnx import compare, from_onnx, to_onnx
 from evoir.backends.torch_fx import lower
 from evoir.errors import EvoirError, ModelFileError, UnsupportedError
+from evoir.sample import random_inputs
 
 from .onnx_helpers import CASE_IDS, OP_CASES, SEQ, evolved, onnx_model, op_graph, tiny_transformer
 from .small_models import SMALL_STARTS
@@ -31,7 +32,7 @@ def assert_same_graph(a, b) -> None:
 
 
 def assert_same_function(a, a_store, b, b_store) -> None:
-    xs = draw_inputs(a, 3, torch.Generator().manual_seed(0))  # token ids in range of the embeddings
+    xs = random_inputs(a, 3, torch.Generator().manual_seed(0))  # token ids in range of the embeddings
     with torch.no_grad():
         torch.testing.assert_close(
             lower(b, b_store).eval()(*xs), lower(a, a_store).eval()(*xs), rtol=0, atol=0

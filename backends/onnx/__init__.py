@@ -1,7 +1,7 @@
 """The ONNX backend: ``to_onnx`` (IR → ONNX model, checked by ``onnx.checker``), ``from_onnx``
 (ONNX → IR + store, for the same op set) and ``compare`` (onnxruntime against torch.fx)."""
 
-from .check import TOLERANCE, OnnxCheck, compare, draw_inputs
+from .check import TOLERANCE, OnnxCheck, compare
 from .export import DEFAULT_OPSET, ONNX_LOWERINGS, to_onnx
 from .import_onnx import from_onnx, load_onnx
 
@@ -11,7 +11,6 @@ __all__ = [
     "TOLERANCE",
     "OnnxCheck",
     "compare",
-    "draw_inputs",
     "from_onnx",
     "load_onnx",
     "to_onnx",

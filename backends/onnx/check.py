@@ -1,7 +1,7 @@
 """Check an exported model: run it in onnxruntime and in the torch.fx backend, compare.
 
-Both run in eval mode on the same seeded inputs (``draw_inputs``: standard normal floats, token
-ids in range of the embeddings that read them), at two batch sizes (1 and 3 by default, which
+Both run in eval mode on the same seeded inputs (``evoir.sample.random_inputs``: standard normal
+floats, token ids in range of the embeddings that read them), at two batch sizes (1 and 3 by default, which
 exercises the dynamic batch axis). The figure is the largest absolute difference over every
 output element; ``TOLERANCE`` is what ``evoir export`` accepts in float32.
 """
@@ -17,42 +17,12 @@ import torch
 from evoir.analysis import check_runnable
 from evoir.errors import EvoirError
 from evoir.graph import Graph
+from evoir.sample import random_inputs
 from evoir.store import TensorStore
-from evoir.types import TORCH_DTYPES
 
 from ..torch_fx import lower
 
 TOLERANCE = 1e-5
-UNBOUNDED_VOCAB = 1 << 15  # ids that meet no embedding: any range will do
-
-
-def id_range(graph: Graph, input_id: str) -> int:
-    """The number of valid token ids for an int64 input: the smallest ``vocab`` among the
-    embeddings reading it (directly or through ops that pass the ids on), else ``UNBOUNDED_VOCAB``."""
-    users = graph.users()
-    vocab, seen, todo = UNBOUNDED_VOCAB, set(), [input_id]
-    while todo:
-        for user_id in users.get(todo.pop(), []):
-            user = graph.node(user_id)
-            if user.op == "embedding":
-                vocab = min(vocab, graph.attrs_of(user).vocab)
-            elif not user.type.is_float and user_id not in seen:  # still ids (a gather, a roll…)
-                seen.add(user_id)
-                todo.append(user_id)
-    return vocab
-
-
-def draw_inputs(graph: Graph, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One seeded tensor per input node (batch axis first): standard normal floats in the
-    input's dtype, int64 token ids uniform in ``[0, id_range)``."""
-    inputs = []
-    for n in graph.input_nodes:
-        shape = (batch, *n.type.shape)
-        if n.type.is_float:
-            inputs.append(torch.randn(shape, generator=generator).to(TORCH_DTYPES[n.type.dtype]))
-        else:
-            inputs.append(torch.randint(0, id_range(graph, n.id), shape, generator=generator))
-    return inputs
 
 
 @dataclass(frozen=True)
@@ -132,7 +102,7 @@ def compare(
     gen = torch.Generator().manual_seed(seed)
     worst = OnnxCheck(0.0, graph.output_nodes[0].id, batches[0], tol)
     for batch in batches:
-        inputs = draw_inputs(graph, batch, gen)
+        inputs = random_inputs(graph, batch, gen)
         try:
             with torch.no_grad():
                 expected = module(*inputs)
