@@ -11,6 +11,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -53,7 +54,8 @@ def build_pass(
 def _fitted(op: str, name: str, value: Any, tp: Any) -> Any:
     """``value`` in the field's form: parsed when a string stands for another type, a single
     value or a list made a tuple where the field is a tuple."""
-    is_tuple = typing.get_origin(tp) is tuple
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    is_tuple = typing.get_origin(args[0]) is tuple  # an optional tuple too (deepen's kernels)
     if isinstance(value, str) and tp is not str:
         try:
             return parse_value(value, tp)

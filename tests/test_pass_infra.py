@@ -30,7 +30,8 @@ def test_pass_lines_round_trip():
     p = Deepen(at="layer1.out", channels=4, kernels=(1, 5), sigma="bn+gelu", seed=7)
     line = p.line()
     assert (
-        line == "deepen{at=layer1.out,channels=4,kernels=[1,5],sigma=bn+gelu,init=zero-out,scale=he,seed=7}"
+        line == "deepen{at=layer1.out,channels=4,kernels=[1,5],sigma=bn+gelu,init=zero-out,scale=he,seed=7,"
+        "block=attention+mlp,heads=none}"
     )
     assert parse_pass(line) == p
     assert parse_pass("widen") == Widen()
