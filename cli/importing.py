@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import torch
 from torch import nn
 
 from evoir.analysis import analyze
@@ -48,12 +49,18 @@ def resolve(spec: str) -> nn.Module:
     type=SHAPE,
     help="Input shape without the batch axis (modules only; an ONNX file declares its own). [default: 3,32,32]",
 )
+@click.option(
+    "--tokens",
+    is_flag=True,
+    help="The module reads int64 token ids: --input is their count T (a language model).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-def import_cmd(source, output, input_shape, force):
-    """Import a torch.fx-traceable nn.Module, or an ONNX file, built from evoir's ops.
+def import_cmd(source, output, input_shape, tokens, force):
+    """Import an nn.Module (through torch.export), or an ONNX file, built from evoir's ops.
 
     ATTR is a module instance, or a class or function called without arguments.
     Weights are copied as they are (a freshly constructed module has random weights).
+    With --tokens the input is token ids (--input 128 for 128 tokens).
     A SOURCE ending in .onnx is read as ONNX (opset 13 or newer): each node must map onto
     an evoir op (the ops `evoir export` writes); any other op is refused, naming it.
 
@@ -61,20 +68,26 @@ def import_cmd(source, output, input_shape, force):
     Examples:
       evoir import torchvision.models:resnet18 --input 3,224,224 -o resnet18.json
       evoir import my_nets.py:SmallNet -o small.json
+      evoir import my_gpt.py:GPT --tokens --input 128 -o gpt.json
       evoir import r20.onnx -o r20-back.json
     """
     output = check_output(output, force)
     if source.endswith(".onnx"):
         from evoir.backends.onnx import from_onnx
 
-        if input_shape is not None:
-            raise EvoirError("--input does not apply to an ONNX file, which declares its input shapes")
+        if input_shape is not None or tokens:
+            raise EvoirError("--input and --tokens do not apply to an ONNX file, which declares its inputs")
         graph, store = from_onnx(source)
     else:
         from evoir.backends.torch_fx import import_module
 
         module = resolve(source).eval()
-        graph, store = import_module(module, input_shape or (3, 32, 32), name=source.rsplit(":", 1)[1])
+        spec: tuple[int, ...] | torch.Tensor = input_shape or (3, 32, 32)
+        if tokens:
+            if input_shape is None or len(input_shape) != 1:
+                raise EvoirError("--tokens needs --input T, the number of tokens")
+            spec = torch.zeros(1, input_shape[0], dtype=torch.long)
+        graph, store = import_module(module, spec, name=source.rsplit(":", 1)[1])
     save_model(output, graph, store)
     a = analyze(graph)
     click.echo(f"wrote {output} ({len(graph)} nodes, {human(a.params)} parameters)")

@@ -464,7 +464,7 @@ MISTAKES = {
     ),
     "module evoir cannot import": (
         lambda m: (Unsupported(), None, "widen", {}),  # a module with an op evoir lacks
-        "evoir.grow cannot import Unsupported: cannot import fx node 'norm'",
+        "evoir.grow cannot import Unsupported: cannot import aten.layer_norm.default (node 'layer_norm' (in module 'norm'",
     ),
     "unknown op": (lambda m: (m, None, "widenn", {}), "unknown op 'widenn'"),
     "unknown option": (lambda m: (m, None, "widen", {"width": 3}), "option 'width' does not apply to widen"),

@@ -11,6 +11,7 @@ import torch
 import torchvision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torchvision.models.vision_transformer import VisionTransformer
 
 from evoir.backends.torch_fx import import_module
 from evoir.backends.verify import verify
@@ -24,6 +25,11 @@ START = {
     # 64×64 keeps layer4 at 2×2: train-mode BN over a 1×1 map and a tiny batch normalises by
     # a near-zero variance and amplifies float32 rounding past 1e-5 (both graphs alike).
     "resnet18": lambda seed=0: import_module(torchvision.models.resnet18(num_classes=10).eval(), (3, 64, 64)),
+    # torchvision's ViT class at a small size, imported through torch.export
+    "vit-imported": lambda seed=0: import_module(
+        VisionTransformer(image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval(),
+        (3, 16, 16),
+    ),
 }
 
 

@@ -33,8 +33,8 @@ from evoir.passes.options import build_pass
 from evoir.passes.random_mutation import random_mutation
 from evoir.store import TensorStore
 
+from .export_importer import import_program
 from .grow_optim import carry_optimizer, check_optimizer
-from .importer import import_module
 from .lower import lower
 from .state_map import StateMap, net2wider_maps
 
@@ -57,8 +57,8 @@ def grow(
     """Apply one rewrite pass to ``module`` and return the grown module and its optimiser.
 
     Args:
-        module: a torch.fx-traceable module built from evoir's op set (``evoir import``'s), or
-            a module ``grow`` returned. It is not changed; the new module shares its tensors.
+        module: a module evoir can import (through torch.export, as ``evoir import``), or a
+            module ``grow`` returned. It is not changed; the new module shares its tensors.
         optimizer: ``torch.optim.SGD``, ``Adam`` or ``AdamW`` over (some of) the module's
             parameters, or None. A new optimiser of the same class and param groups is
             returned; the old one should no longer be stepped.
@@ -94,10 +94,10 @@ def grow(
     reference = _run_in_eval(
         module, inputs, f"example_input of shape {_shapes(inputs)} does not fit {type(module).__name__}"
     )
-    graph, store, imported = _graph_of(module, inputs)
+    graph, store, derived = _graph_of(module, inputs)
     result = make_pass(graph, _on_cpu(store))
     new_store = _grown_store(result, store, _home(store))
-    replacements = _replacements(graph, store, result, module, imported)
+    replacements = _replacements(graph, store, result, module, derived)
     for tid, (source, _) in replacements.items():  # a replacement trains as its source did
         new_store[tid].requires_grad_(source.requires_grad)
 
@@ -108,8 +108,10 @@ def grow(
     new_module.train(module.training)
     if optimizer is None:
         return new_module, None
+    # a derived tensor whose state cannot follow its source's (a transposed copy) starts afresh
+    fresh = [tid for tid, (_, state) in derived.items() if state is None]
     new_optimizer = carry_optimizer(
-        optimizer, module.parameters(), result.graph, new_store, result.added, replacements
+        optimizer, module.parameters(), result.graph, new_store, [*result.added, *fresh], replacements
     )
     for each in schedulers:
         each.optimizer = new_optimizer
@@ -200,9 +202,11 @@ def _run_in_eval(module: nn.Module, inputs: tuple[torch.Tensor, ...], failure: s
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def _graph_of(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Graph, TensorStore, bool]:
-    """The module's graph and a store of its very tensors, and whether it was imported now
-    (False: a module ``grow`` made, read from the graph it carries)."""
+def _graph_of(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> tuple[Graph, TensorStore, dict[str, tuple[str | None, StateMap | None]]]:
+    """The module's graph, a store of its very tensors, and the tensors the import derived
+    from the module's (none for a module ``grow`` made, read from the graph it carries)."""
     shapes = [tuple(x.shape[1:]) for x in inputs]
     carried = getattr(module, "evoir_graph", None)
     if isinstance(module, fx.GraphModule) and isinstance(carried, Graph):
@@ -217,12 +221,12 @@ def _graph_of(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Grap
             if node.params:
                 sub = module.get_submodule(module.evoir_modules[node.id])
                 store.update({tid: getattr(sub, role) for role, tid in node.params.items()})
-        return carried.validate(store), store, False
+        return carried.validate(store), store, {}
     try:
-        graph, store = import_module(module, shapes if len(shapes) > 1 else shapes[0], share_tensors=True)
+        imported = import_program(module, list(inputs), share_tensors=True)
     except UnsupportedError as err:
         raise UnsupportedError(f"evoir.grow cannot import {type(module).__name__}: {err}") from None
-    return graph, store, True
+    return imported.graph, imported.store, imported.derived
 
 
 def _home(store: TensorStore) -> tuple[torch.device, torch.dtype]:
@@ -262,23 +266,23 @@ def _grown_store(
 
 
 def _replacements(
-    parent: Graph, store: TensorStore, result: PassResult, module: nn.Module, imported: bool
+    parent: Graph,
+    store: TensorStore,
+    result: PassResult,
+    module: nn.Module,
+    derived: dict[str, tuple[str | None, StateMap | None]],
 ) -> dict[str, tuple[torch.Tensor, StateMap]]:
     """Replacement id → (the old parameter it stands for, how that one's optimiser state maps
     onto it), for every replacement the new graph uses."""
     found: dict[str, tuple[torch.Tensor, StateMap]] = {}
     if result.applied.name == "net2wider":
         found.update((tid, (store[m.source], m)) for tid, m in net2wider_maps(parent, result).items())
-    if imported:
-        # A shared import copies only the tensors it reshapes, under the parameter's own name.
-        named = dict(module.named_parameters())
-        held = {id(store[tid]) for tid in store}
-        for tid in store:
-            original = named.get(tid)
-            copy = store[tid]
-            if original is not None and original is not copy and id(original) not in held:
-                if original.numel() == copy.numel():
-                    found[tid] = (original, StateMap(tid, shape=tuple(copy.shape)))
+    # A shared import copies only the tensors it reshapes or reorders, under derived ids.
+    named = dict(module.named_parameters(remove_duplicate=False))
+    for tid, (source, state) in derived.items():
+        original = named.get(source) if source is not None else None
+        if original is not None and state is not None and tid in store and store.is_parameter(tid):
+            found[tid] = (original, state)
     used = result.graph.tensor_ids()
     return {tid: entry for tid, entry in found.items() if tid in used}
 
