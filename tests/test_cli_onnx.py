@@ -89,7 +89,7 @@ def test_an_op_without_onnx_lowering_exits_2(evoir_cli, tmp_path):
         (["import", "none.onnx", "-o", "x.json"], "no such file"),
         (["import", "junk.onnx", "-o", "x.json"], "junk.onnx"),
         (["import", "elu.onnx", "-o", "x.json"], "'odd_one' (Elu)"),
-        (["import", "elu.onnx", "-o", "x.json", "--input", "3,4,4"], "--input does not apply"),
+        (["import", "elu.onnx", "-o", "x.json", "--input", "3,4,4"], "--input and --tokens do not apply"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(evoir_cli, tmp_path, painter_file, args, needle):

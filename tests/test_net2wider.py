@@ -194,7 +194,7 @@ def _into(op: str):
         (
             lambda: resnet(depth=20, width=8),
             Net2Wider(at="stem.bn"),
-            r"'stem\.bn' is a batchnorm2d; net2wider widens a conv2d or linear",
+            r"'stem\.bn' is a batchnorm2d; net2wider widens a conv2d, linear or attention node",
         ),
         (lambda: resnet(depth=20, width=8), Net2Wider(at="nope"), r"no node 'nope'"),
         (lambda: resnet(depth=20, width=8), Net2Wider(at="fc"), r"reach 'out' .*graph output"),
