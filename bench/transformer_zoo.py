@@ -42,6 +42,9 @@ def _vision(name: str, size: int, **kw) -> Callable[[], tuple[torch.nn.Module, t
     def build():
         torch.manual_seed(0)
         module = getattr(torchvision.models, name)(num_classes=10, **kw).eval()
+        for p in module.parameters():  # torchvision's ViT starts its head at zero: outputs would be 0
+            if p.dim() == 2 and not p.any():
+                torch.nn.init.normal_(p, std=0.02)
         return module, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
 
     return build
@@ -60,7 +63,7 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, torch.Tensor]]] = {
     "vit_b_32": _vision("vit_b_32", 64, image_size=64),
     "swin_t": _vision("swin_t", 64),
     "swin_v2_t": _vision("swin_v2_t", 64),
-    "maxvit_t": _vision("maxvit_t", 64, image_size=64),
+    "maxvit_t": _vision("maxvit_t", 224),  # its partitions of 7 need 224
     "gpt (hand-written)": _gpt,
 }
 

@@ -75,7 +75,8 @@ def plan_transformer(graph: Graph) -> list[Group]:
                 by_sig.setdefault(_attention_signature(graph, member), []).append(member)
                 continue
             branch, _ = mlp_branch(graph, users, i)
-            if branch is not None and users[i] == [node.id]:
+            # a branch with dropouts between its layers keeps them: it is left as it is
+            if branch is not None and users[i] == [node.id] and branch.out.id == i and users[branch.act.id] == [i]:
                 by_sig.setdefault(_mlp_signature(graph, branch), []).append(branch)
         for sig, members in by_sig.items():
             if len(members) < 2:

@@ -55,17 +55,17 @@ class MlpBranch:
 
 def mlp_branch(graph: Graph, users: dict[str, list[str]], head: str) -> tuple[MlpBranch | None, str]:
     """The MLP whose last layer is ``head``, or None with the reason it is not one."""
-    out = graph.node(head)
+    out = _through_dropout(graph, users, graph.node(head))
     if out.op != "linear" or not out.type.is_sequence:
         return None, f"'{head}' ({out.op} {out.type}) is not a linear layer over a token sequence"
-    act = graph.node(out.inputs[0])
+    act = _through_dropout(graph, users, graph.node(out.inputs[0]))
     if act.op == "glu":
         hidden = tuple(graph.node(i) for i in act.inputs)
     elif act.op in ACTIVATIONS and act.op != "identity":
         hidden = (graph.node(act.inputs[0]),)
     else:
         return None, f"'{act.id}' ({act.op}) before '{head}' is not an MLP's activation or glu"
-    if users[act.id] != [out.id]:
+    if len(users[act.id]) != 1:
         return None, f"'{act.id}' is read outside the MLP ending at '{head}'"
     for node in hidden:
         if node.op != "linear" or users[node.id] != [act.id]:
@@ -74,6 +74,14 @@ def mlp_branch(graph: Graph, users: dict[str, list[str]], head: str) -> tuple[Ml
     if len(sources) != 1 or len({n.id for n in hidden}) != len(hidden):
         return None, f"the gate and up layers of '{act.id}' read different values"
     return MlpBranch(sources.pop(), hidden, act, out), ""
+
+
+def _through_dropout(graph: Graph, users: dict[str, list[str]], node: Node) -> Node:
+    """The value a chain of single-reader dropouts reads (torchvision's MLP drops after its
+    activation and after its last layer); ``node`` itself when it is no dropout."""
+    while node.op == "dropout" and len(users[node.id]) == 1:
+        node = graph.node(node.inputs[0])
+    return node
 
 
 def mlp_sites(graph: Graph) -> list[tuple[Node, MlpBranch]]:
