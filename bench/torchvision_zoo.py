@@ -110,6 +110,14 @@ def study(name: str, chain: int) -> dict:
         return record
     record.update(imports=True, nodes=len(graph.nodes), max_abs=max_difference(module, graph, store))
     record["sites"] = sites(graph)
+    grow_and_export(record, graph, store, chain)
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    return record
+
+
+def grow_and_export(record: dict, graph: Graph, store, chain: int) -> None:
+    """Add to ``record``: whether ``chain`` random preserving passes verify, and onnxruntime's
+    agreement with the exported (original) graph."""
     original = store.snapshot()
     child, lines = random_chain(graph, store, chain)
     report = verify(graph, original, child, store, samples=2, tol_rel32=CHAIN_TOL_REL32)
@@ -118,8 +126,31 @@ def study(name: str, chain: int) -> dict:
     record.update(chain_ok=report.numeric.ok, chain=lines, chain_f64_max_abs=f64, chain_f32_max_rel=f32)
     onnx_check = compare(graph, original, to_onnx(graph, original))
     record.update(onnx_ok=onnx_check.ok, onnx_max_abs=onnx_check.max_abs)
-    record["seconds"] = round(time.perf_counter() - start, 1)
-    return record
+
+
+def print_table(names, study_one, sites_header: str, site_keys: tuple[str, ...], out: Path) -> None:
+    """Study each model, print its row of the README's table, save every record as JSON."""
+    records = []
+    print(
+        f"| model | imports (max abs vs the module) | {sites_header} "
+        "| 10 random passes verify (float64 abs, float32 rel) | ONNX (onnxruntime max abs) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for name in names:
+        r = study_one(name)
+        records.append(r)
+        if not r["imports"]:
+            print(f"| {name} | no: {r['reason']} | | | |", flush=True)
+            continue
+        s = ", ".join(str(r["sites"][k]) for k in site_keys)
+        print(
+            f"| {name} | yes ({r['max_abs']:.1e}) | {s} | "
+            f"{'yes' if r['chain_ok'] else 'NO'} ({r['chain_f64_max_abs']:.0e}, {r['chain_f32_max_rel']:.0e}) | "
+            f"{'yes' if r['onnx_ok'] else 'NO'} ({r['onnx_max_abs']:.1e}) |",
+            flush=True,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(records, indent=1) + "\n")
 
 
 def main() -> None:
@@ -130,27 +161,13 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "torchvision_zoo.json"
     )
     args = parser.parse_args()
-    records = []
-    print(
-        "| model | imports (max abs vs the module) | preserving sites: widen/inception, deepen, net2wider "
-        "| 10 random passes verify (float64 abs, float32 rel) | ONNX (onnxruntime max abs) |"
+    print_table(
+        args.models.split(","),
+        lambda name: study(name, args.chain),
+        "preserving sites: widen/inception, deepen, net2wider",
+        ("widen", "deepen", "net2wider"),
+        args.out,
     )
-    print("| --- | --- | --- | --- | --- |")
-    for name in args.models.split(","):
-        r = study(name, args.chain)
-        records.append(r)
-        if not r["imports"]:
-            print(f"| {name} | no: {r['reason']} | | | |", flush=True)
-            continue
-        s = r["sites"]
-        print(
-            f"| {name} | yes ({r['max_abs']:.1e}) | {s['widen']}, {s['deepen']}, {s['net2wider']} | "
-            f"{'yes' if r['chain_ok'] else 'NO'} ({r['chain_f64_max_abs']:.0e}, {r['chain_f32_max_rel']:.0e}) | "
-            f"{'yes' if r['onnx_ok'] else 'NO'} ({r['onnx_max_abs']:.1e}) |",
-            flush=True,
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(records, indent=1) + "\n")
 
 
 if __name__ == "__main__":

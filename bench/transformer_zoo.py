@@ -15,8 +15,6 @@ comes from this.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,17 +23,13 @@ import torch
 import torchvision
 
 from bench.reference_nets import GPT
-from evoir.backends.onnx import compare, to_onnx
+from bench.torchvision_zoo import grow_and_export, print_table
 from evoir.backends.torch_fx import import_module, lower
-from evoir.backends.verify import verify
 from evoir.errors import EvoirError
 from evoir.graph import Graph
-from evoir.modelfile import atomic_write_text
-from evoir.passes.random_mutation import random_mutation
 from evoir.passes.transformer import attention_nodes, mlp_sites, stream_sites
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAIN_TOL_REL32 = 5e-4  # float32 rounding over deep stacks, as in bench.torchvision_zoo
 
 
 def _vision(name: str, size: int, **kw) -> Callable[[], tuple[torch.nn.Module, torch.Tensor]]:
@@ -91,19 +85,7 @@ def study(name: str, chain: int) -> dict:
         theirs = module(x)
     record.update(imports=True, nodes=len(graph), max_abs=float((ours - theirs).abs().max()))
     record["sites"] = sites(graph)
-    original = store.snapshot()
-    rng, child, lines = random.Random(0), graph, []
-    for _ in range(chain):
-        result = random_mutation(child, store, rng)
-        result.commit(store)
-        child = result.graph
-        lines.append(result.applied.line())
-    report = verify(graph, original, child, store, samples=2, tol_rel32=CHAIN_TOL_REL32)
-    f64 = max(d.max_abs for d in report.numeric.differences if d.dtype == "float64")
-    f32 = max(d.max_rel for d in report.numeric.differences if d.dtype == "float32")
-    record.update(chain_ok=report.numeric.ok, chain=lines, chain_f64_max_abs=f64, chain_f32_max_rel=f32)
-    onnx_check = compare(graph, original, to_onnx(graph, original))
-    record.update(onnx_ok=onnx_check.ok, onnx_max_abs=onnx_check.max_abs)
+    grow_and_export(record, graph, store, chain)
     record["seconds"] = round(time.perf_counter() - start, 1)
     return record
 
@@ -114,27 +96,13 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "transformer_zoo.json")
     args = parser.parse_args()
-    records = []
-    print(
-        "| model | imports (max abs vs the module) | sites: add-heads, widen (MLP), deepen "
-        "| 10 random passes verify (float64 abs, float32 rel) | ONNX (onnxruntime max abs) |"
+    print_table(
+        args.models.split(","),
+        lambda name: study(name, args.chain),
+        "sites: add-heads, widen (MLP), deepen",
+        ("add-heads", "widen", "deepen"),
+        args.out,
     )
-    print("| --- | --- | --- | --- | --- |")
-    for name in args.models.split(","):
-        r = study(name, args.chain)
-        records.append(r)
-        if not r["imports"]:
-            print(f"| {name} | no: {r['reason']} | | | |", flush=True)
-            continue
-        s = r["sites"]
-        print(
-            f"| {name} | yes ({r['max_abs']:.1e}) | {s['add-heads']}, {s['widen']}, {s['deepen']} | "
-            f"{'yes' if r['chain_ok'] else 'NO'} ({r['chain_f64_max_abs']:.0e}, {r['chain_f32_max_rel']:.0e}) | "
-            f"{'yes' if r['onnx_ok'] else 'NO'} ({r['onnx_max_abs']:.1e}) |",
-            flush=True,
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(records, indent=1) + "\n")
 
 
 if __name__ == "__main__":

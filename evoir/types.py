@@ -32,6 +32,14 @@ _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf1
 _LAYOUT_MARK = {"channels_first": "", "sequence": " seq", "plain": " plain"}
 
 
+def without_default_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without ``layout`` when it is ``channels_first``: model files written before
+    sequences existed stay byte for byte the same."""
+    if data.get("layout") == "channels_first":
+        del data["layout"]
+    return data
+
+
 class TensorType(BaseModel):
     """The type of one value flowing along an edge: ``shape`` excludes the batch axis.
 
@@ -47,11 +55,7 @@ class TensorType(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_default_layout(self, handler: Any) -> dict[str, Any]:
-        # Model files written before sequences existed stay byte for byte the same.
-        data = handler(self)
-        if data.get("layout") == "channels_first":
-            del data["layout"]
-        return data
+        return without_default_layout(handler(self))
 
     @property
     def rank(self) -> int:

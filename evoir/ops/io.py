@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_serializer
 
-from ..types import DType, Layout, TensorType
+from ..types import DType, Layout, TensorType, without_default_layout
 from .base import OpAttrs, OpSpec, register
 
 
@@ -17,11 +17,7 @@ class InputAttrs(OpAttrs):
 
     @model_serializer(mode="wrap")
     def _omit_default_layout(self, handler: Any) -> dict[str, Any]:
-        # Input nodes written before sequences existed keep their attributes as they were.
-        data = handler(self)
-        if data.get("layout") == "channels_first":
-            del data["layout"]
-        return data
+        return without_default_layout(handler(self))
 
 
 @register
