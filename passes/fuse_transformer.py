@@ -88,7 +88,7 @@ def plan_transformer(graph: Graph) -> list[Group]:
     return groups
 
 
-def _cat(rw: Rewriter, nodes, role: str, rows: int | None = None, dim: int = 0) -> torch.Tensor:
+def _cat(rw: Rewriter, nodes, role: str, dim: int = 0) -> torch.Tensor:
     return torch.cat([rw.tensor(n.params[role]).detach() for n in nodes], dim=dim)
 
 
@@ -178,9 +178,6 @@ def apply_group(rw: Rewriter, graph: Graph, group: Group) -> dict:
     if group.mlps:
         what = f"{len(group.mlps)} MLPs {', '.join(sorted(group.heads))} → one MLP of {new[0].type.channels} units"
     else:
-        what = f"{len(group.attentions)} attention nodes {', '.join(sorted(group.heads))} → one of {graph_heads(merged)} heads"
+        what = f"{len(group.attentions)} attention nodes {', '.join(sorted(group.heads))} → one of {merged.attrs['heads']} heads"
     return {"at": group.add, "branches": sorted(group.heads), "into": merged.id, "line": f"fuse at {group.add}: {what}"}
 
-
-def graph_heads(node: Node) -> int:
-    return int(node.attrs["heads"])

@@ -31,6 +31,7 @@ import torch
 
 from evoir.errors import PassError
 from evoir.graph import Graph, Node
+from evoir.ops import get_op
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, Preserves, option, register_pass
@@ -39,15 +40,20 @@ from .rewrite import Rewriter
 LAYERS = ("linear", "conv2d", "attention", "embedding")
 """Ops whose output width is an attribute: each may widen what it writes."""
 
-PER_CHANNEL = ("batchnorm2d", "layernorm", "rmsnorm", "scale", "position_embedding", "class_token")
-"""Ops whose tensors hold one entry per channel of their input (tiled with it)."""
+NORMS = ("layernorm", "rmsnorm")
+"""Not channel-wise (their statistics read every channel), but the statistics of k copies are
+the original's, so with their per-channel tensors tiled they carry copies too."""
 
-KEEP = (
-    "relu leaky_relu gelu silu tanh sigmoid relu6 hardswish hardsigmoid identity zero constant_scale "
-    "dropout stochastic_depth maxpool2d avgpool2d adaptive_avgpool2d global_avgpool tokens_from_image "
-    "token_select token_mean add mul glu output"
-).split()
-"""Ops that keep each channel at its index: a widened input gives a widened output."""
+KEEPS_INDEX = ("dropout", "stochastic_depth", "add", "mul", "output")
+"""Not flagged channel-wise (dropout's masks, several inputs), yet each keeps a channel at its
+index: a widened input gives a widened output."""
+
+
+def carries_copies(node: Node) -> bool:
+    """Whether ``node`` maps k copies of its input to k copies of its output once its tensors
+    (all per channel: BN's, positions', the class token, layer scale, norms') are tiled."""
+    spec = get_op(node.op)
+    return spec is not None and (spec.channelwise or node.op in NORMS or node.op in KEEPS_INDEX)
 
 
 def final_layers(graph: Graph) -> set[str]:
@@ -149,9 +155,9 @@ class WidenModel(Pass):
 
     def _check_follows(self, graph: Graph, node: Node, m_in: int) -> None:
         """Refuse an op that cannot carry a widened value as copies."""
-        if m_in == 1 or node.op in LAYERS or node.op in PER_CHANNEL or node.op in KEEP:
-            if node.op == "output" and m_in > 1:
-                raise self.refuse(f"output '{node.id}' would be widened: no layer writes it")
+        if node.op == "output" and m_in > 1:
+            raise self.refuse(f"output '{node.id}' would be widened: no layer writes it")
+        if m_in == 1 or node.op in LAYERS or carries_copies(node):
             return
         if node.op in ("roll", "gather"):
             x = graph.node(node.inputs[0]).type
@@ -197,7 +203,7 @@ def widened_tensors(
         return _attention(graph, node, t, attrs, m_in, m_out)
     if node.op in ("position_embedding", "class_token"):
         return attrs, {role: _along_last(v, m_in) for role, v in t.items()}
-    if node.op in PER_CHANNEL:  # (C,…) tensors; BN's step counter is a scalar
+    if carries_copies(node):  # (C,…) tensors; BN's step counter is a scalar
         return attrs, {role: v.clone() if v.dim() == 0 else _rows(v, m_in) for role, v in t.items()}
     return attrs, {}
 

@@ -27,11 +27,11 @@ from evoir.ops.norm import scale_shape
 from evoir.store import TensorStore
 
 from .sequence_modules import (
+    Attention,
     ClassToken,
     Gather,
     Glu,
     PositionEmbedding,
-    attention_module,
 )
 
 Lowering = Callable[["_Lowerer", Node, list[fx.Node]], fx.Node]
@@ -359,7 +359,7 @@ def _token_mean(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
 @lowers("attention")
 def _attention(lw: _Lowerer, node: Node, args: list[fx.Node]) -> fx.Node:
     a = lw.attrs(node)
-    return lw.call_module(node, attention_module(a, lw.graph.node(node.inputs[0]).type.shape[1]), args)
+    return lw.call_module(node, Attention(a, lw.graph.node(node.inputs[0]).type.shape[1]), args)
 
 
 @lowers("glu")

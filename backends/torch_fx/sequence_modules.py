@@ -62,10 +62,6 @@ class Attention(nn.Module):
         return F.linear(y, self.o_weight, self.o_bias)
 
 
-def attention_module(a: AttentionAttrs, width: int) -> Attention:
-    return Attention(a, width)
-
-
 class PositionEmbedding(nn.Module):
     """x + weight[:tokens]."""
 
