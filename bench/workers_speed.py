@@ -121,7 +121,7 @@ def run(config: SearchConfig, data, workers: int | None) -> dict:
         out = {
             "wall_s": round(wall, 2),
             "seconds": {k: round(v, 2) for k, v in search.seconds.items()},
-            "best_val": search.best().val_acc,
+            "best_val": search.best().val_score,
             "generations": search.generation,
             # Asynchronous proposals see a different population, so the two runs train
             # different candidates: the FLOPs they did normalise the comparison.

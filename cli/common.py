@@ -184,7 +184,9 @@ DATASET_HELP = (
     "npz:FILE (arrays x_train, y_train [, x_val, y_val, x_test, y_test]), "
     "torchvision:NAME (a torchvision.datasets class, files under --data-dir; e.g. torchvision:SVHN), "
     "MODULE:ATTR or FILE.py:FN (a function returning (train, test) or (train, val, test) torch Datasets). "
-    "A missing val/test split is split off the training set with --seed."
+    "A missing val/test split is split off the training set with --seed. "
+    "Text, for language models: tinyshakespeare (input.txt under --data-dir/tinyshakespeare/) or "
+    "text:FILE (any UTF-8 file; the first 90%% trains, the last 10%% validates)."
 )
 
 
@@ -215,6 +217,11 @@ def data_options(command):
                 type=click.IntRange(min=1),
                 help="Resize every image: shorter side to N, then a centre crop of N×N. "
                 "[default: the images' own size, when they all agree]",
+            ),
+            click.option(
+                "--context",
+                type=click.IntRange(min=1),
+                help="Text: characters per training window. [default: the model's, else 64]",
             ),
         ]
     ):

@@ -16,6 +16,7 @@ from evoir.errors import EvoirError
 from .draw import draw
 from .export import export_cmd
 from .fuse_cmd import fuse_cmd
+from .generate_cmd import generate_cmd
 from .importing import import_cmd
 from .inspect import run, show, validate
 from .mutate import mutate, verify_cmd
@@ -58,6 +59,7 @@ for command in (
     search_cmd,
     train_cmd,
     eval_cmd,
+    generate_cmd,
     rank_cmd,
     export_cmd,
 ):

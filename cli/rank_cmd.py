@@ -58,6 +58,7 @@ def rank_cmd(
     val_fraction,
     test_fraction,
     image_size,
+    context,
     budgets,
     split,
     out,
@@ -106,6 +107,7 @@ def rank_cmd(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         image_size=image_size,
+        context=context,
     )
     names = [str(p) for p in models] + [f"era:{spec}" for spec in era_specs]
     networks = [initial_network(str(p), data, config.seed) for p in models]  # checks they fit the data
@@ -126,7 +128,7 @@ def rank_cmd(
     rho = spearman_matrix([acc[i] for i in reached]) if reached else []
     shown = [budgets[i] for i in reached]
 
-    click.echo(f"{split} accuracy after each budget (training steps)")
+    click.echo(f"{split} {data.metric.label} after each budget (training steps)")
     click.echo(_table("model", budgets, [(name, [row[m] for row in acc]) for m, name in enumerate(names)], 4))
     if rho:
         click.echo("\nSpearman rank correlation between budgets")
@@ -139,7 +141,7 @@ def rank_cmd(
             "budgets": budgets,
             "training": {**training, "seed": config.seed},
             "models": [
-                {"name": n, "accuracy": [None if math.isnan(row[m]) else row[m] for row in acc]}
+                {"name": n, data.metric.name: [None if math.isnan(row[m]) else row[m] for row in acc]}
                 for m, n in enumerate(names)
             ],
             "spearman_budgets": shown,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -259,6 +260,8 @@ def _run_and_report(search, folder: Path) -> int | None:
     from evoir.search.stop import exit_status, stop_on_signals
 
     total, done = search.total_steps(), search.steps_trained
+    metric = search.data.metric
+    key = metric.key
     with stop_on_signals(search) as received:
         with steps_progress(show_best=True) as progress:
             task = progress.add_task("generation 0", total=total, completed=done, best="-")
@@ -267,11 +270,11 @@ def _run_and_report(search, folder: Path) -> int | None:
                 progress.update(
                     task,
                     description=f"generation {record['generation'] + 1}",
-                    best=f"{record['best_val_acc']:.4f}",
+                    best=f"{record[f'best_val_{key}']:.4f}",
                 )
                 click.echo(
-                    f"gen {record['generation']:3d}: best {record['best']} val {record['best_val_acc']:.4f}, "
-                    f"mean {record['mean_val_acc']:.4f}, {record['members']} members, "
+                    f"gen {record['generation']:3d}: best {record['best']} val {metric.name} "
+                    f"{record[f'best_val_{key}']:.4f}, mean {record[f'mean_val_{key}']:.4f}, {record['members']} members, "
                     f"store {record['store_bytes'] / 2**20:.2f} MiB, FLOPs {human(record['flops_train'] + record['flops_eval'])}, "
                     f"{record['elapsed_s']:.0f}s"
                 )
@@ -291,18 +294,15 @@ def _run_and_report(search, folder: Path) -> int | None:
     else:
         best = results["best"]
         which = "best by validation" if "table" in results else "best single"
-        parts = [f"{which} {best['test_acc']:.4f} ({best['id']}, generation {best['generation']})"]
+        test = f"test_{key}"
+        parts = [f"{which} {best[test]:.4f} ({best['id']}, generation {best['generation']})"]
         last = results["last_generation_best"]
         if not last["is_best"] and "table" not in results:
-            parts.append(f"last generation's best {last['test_acc']:.4f} ({last['id']})")
-        if "ensemble" in results:
-            parts += [
-                f"ensemble {results['ensemble']['test_acc']:.4f}",
-                f"hierarchical {results['hierarchical']['test_acc']:.4f}",
-            ]
-        if "base" in results:
-            parts.append(f"base {results['base']['test_acc']:.4f}")
-        click.echo("test accuracy: " + ", ".join(parts))
+            parts.append(f"last generation's best {last[test]:.4f} ({last['id']})")
+        for kind in ("ensemble", "hierarchical", "base"):
+            if kind in results:
+                parts.append(f"{kind} {results[kind][test]:.4f}")
+        click.echo(f"test {metric.label}: " + ", ".join(parts))
         returned = results.get("table", {}).get("returned")
         if returned is not None:
             click.echo(
@@ -330,10 +330,10 @@ def _run_and_report(search, folder: Path) -> int | None:
 @click.option(
     "--tensorboard",
     is_flag=True,
-    help="Write the training loss and the validation accuracy as TensorBoard scalars to OUTPUT.tensorboard/.",
+    help="Write the training loss and the validation metric as TensorBoard scalars to OUTPUT.tensorboard/.",
 )
 @click.option("--force", is_flag=True)
-def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output, force, **recipe):
+def train_cmd(model_path, dataset, data_dir, context, steps, budget, tensorboard, output, force, **recipe):
     """Train one network with the search's own loop and recipe (same batches): the baseline.
 
     The optimiser's state is written beside the trained model (MODEL.optim.safetensors) and
@@ -345,12 +345,14 @@ def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output,
       evoir train base.json --dataset cifar10 --data-dir data --steps 8000 -o base-trained.json
       evoir train base.json --optimizer sgd --nesterov --lr 0.05 --schedule cosine --warmup 0.05
       evoir train base-trained.json --steps 2000   # continues with its optimiser state
+      evoir new gpt --context 128 --width 128 --depth 4 -o lm.json
+      evoir train lm.json --dataset tinyshakespeare --data-dir data --steps 2000 --schedule cosine
     """
     import torch
 
     from evoir.modelfile import save_model
     from evoir.search.config import SearchConfig, parse_budget, resolve_device
-    from evoir.search.launch import load_data
+    from evoir.search.launch import load_data_for
     from evoir.search.member import Member, StopRequested
     from evoir.search.optimizer_file import load_optimizer_state, save_optimizer_state
     from evoir.search.start import initial_network
@@ -361,8 +363,8 @@ def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output,
     if tensorboard:
         check_available()
     output = check_output(output or model_path.with_name(f"{model_path.stem}-trained.json"), force)
-    config = SearchConfig.checked(dataset=dataset, data_dir=data_dir, **recipe)
-    data = load_data(config)
+    config = SearchConfig.checked(dataset=dataset, data_dir=data_dir, context=context, **recipe)
+    data = load_data_for(model_path, config)
     graph, store = initial_network(str(model_path), data, config.seed)
     device = torch.device(resolve_device(config.device))
     deadline = Deadline(parse_budget(budget))
@@ -387,18 +389,19 @@ def train_cmd(model_path, dataset, data_dir, steps, budget, tensorboard, output,
                 trainer.joint_train(steps, [member])
             except StopRequested as stop:
                 click.echo(f"stopped ({stop}) after {member.steps} of {steps} steps")
-        accuracy = trainer.evaluations_on([member], data.val)[0].accuracy
+        metric = data.metric
+        value = trainer.evaluations_on([member], data.val)[0].of(metric)
         save_model(output, member.graph, trainer.store)
         save_optimizer_state(output, trainer.optimizer)
         if scalars is not None:
-            scalars.end(member.steps, accuracy)
-    click.echo(f"trained {member.steps} steps: validation accuracy {accuracy:.4f}; wrote {output}")
+            scalars.end(member.steps, metric.name, value)
+    click.echo(f"trained {member.steps} steps: validation {metric.name} {metric.format(value)}; wrote {output}")
     status = exit_status(received)
     if status is not None:
         raise SystemExit(status)
 
 
-RUN_DATA_OPTIONS = ("dataset", "data_dir", "val_fraction", "test_fraction", "image_size", "seed")
+RUN_DATA_OPTIONS = ("dataset", "data_dir", "val_fraction", "test_fraction", "image_size", "context", "seed")
 
 
 def _run_data_options(model_path: Path, given: dict) -> dict:
@@ -436,7 +439,8 @@ def _run_data_options(model_path: Path, given: dict) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA where available), cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model_path, split, device, as_json, **data_options):
-    """Accuracy of a model on the validation or test split.
+    """Accuracy of a model on the validation or test split (a language model: its loss in nats
+    and bits per character, and how often it predicts the next character).
 
     A model in a run folder is evaluated on the run's data, split as the run split it (its
     config.json): the data options given here override the run's.
@@ -445,23 +449,32 @@ def eval_cmd(model_path, split, device, as_json, **data_options):
     Example:
       evoir eval runs/pics/best.json --split val
       evoir eval runs/ne/best.json --dataset cifar10 --data-dir data
+      evoir eval lm-trained.json --dataset text:play.txt --split val
     """
     import torch
 
     from evoir.backends.torch_fx import lower
     from evoir.search.config import SearchConfig, resolve_device
     from evoir.search.evaluate import evaluate
-    from evoir.search.launch import load_data
+    from evoir.search.launch import load_data_for
     from evoir.search.start import initial_network
 
     model = load(model_path)
     data_options = _run_data_options(Path(model_path), data_options)
-    data = load_data(SearchConfig(**data_options))
+    data = load_data_for(Path(model_path), SearchConfig.checked(**data_options))
     initial_network(str(model_path), data, 0)  # checks that the model fits the data
     device = resolve_device(device)
     module = lower(model.graph, model.store.to(device))
     ev = evaluate(module, data, getattr(data, split), torch.device(device))
-    if as_json:
-        click.echo(json.dumps({"split": split, "accuracy": ev.accuracy, "examples": len(ev.correct)}))
+    assert ev.correct is not None
+    if ev.losses is not None:  # a language model: every predicted character is an example
+        figures = {"loss": ev.loss, "bits_per_char": ev.loss / math.log(2), "accuracy": ev.accuracy}
+        shown = f"loss {data.metric.format(ev.loss)}, next-character accuracy {ev.accuracy:.4f}"
+        examples = f"{len(ev.correct)} characters"
     else:
-        click.echo(f"{split} accuracy {ev.accuracy:.4f} on {len(ev.correct)} examples")
+        figures = {"accuracy": ev.accuracy}
+        shown, examples = f"accuracy {ev.accuracy:.4f}", f"{len(ev.correct)} examples"
+    if as_json:
+        click.echo(json.dumps({"split": split, **figures, "examples": len(ev.correct)}))
+    else:
+        click.echo(f"{split} {shown} on {examples}")

@@ -20,7 +20,7 @@ from .space import SpaceStrategy
 class Baseline(SpaceStrategy):
     def __init__(self, config):
         super().__init__(config)
-        self.trials: list[dict] = []  # {"id", "genome", "val_acc"} of every candidate, in order
+        self.trials: list[dict] = []  # {"id", "genome", "score"} of every candidate, in order
 
     def parameter_space(self, search: Search) -> ParameterSpace:
         """The space, which for these baselines is one of parameters (``config.SPACES``)."""
@@ -48,9 +48,9 @@ class Baseline(SpaceStrategy):
         candidate stays until the next one comes, so that the generation's events log it even
         when it is the worst."""
         while len(search.members) > search.config.population:
-            search.remove(min(reversed(search.members), key=lambda m: m.val_acc))
+            search.remove(min(reversed(search.members), key=lambda m: m.rank))
         search.members.append(member)
-        self.trials.append({"id": member.id, "genome": member.genome, "val_acc": member.val_acc})
+        self.trials.append({"id": member.id, "genome": member.genome, "score": member.val_score})
         return notes.get("parents", [])
 
     def state(self) -> dict:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 
 from .data import DataSet, Split, StreamedSplit
+from .dataset import TokenSplit
 
 PAD = 4  # random-crop padding (He et al.)
 
@@ -27,7 +28,7 @@ class BatchStream:
     def __init__(
         self,
         data: DataSet,
-        split: Split,
+        split: Split | TokenSplit,
         batch_size: int,
         seed: int,
         augment: bool = False,
@@ -43,21 +44,28 @@ class BatchStream:
         self.position = 0
         # Keep the whole split on the device once: batches are then index lookups. A streamed
         # split's batches come decoded from its workers (``_decoded``, started on demand).
-        self.images: torch.Tensor | None = None
-        if not isinstance(split, StreamedSplit):
-            self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
+        self.held: Split | TokenSplit | None = None
+        self.streamed_labels: torch.Tensor | None = None
+        if isinstance(split, StreamedSplit):
+            self.streamed_labels = split.labels.to(self.device)
+        else:
+            self.held = split.to(self.device)
         self._decoded: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.images is None and self._decoded is None:
+        if self.held is None and self._decoded is None:
             self._decoded = self._decode_ahead()  # from the state before this batch's draws
         drawn = self._advance()
         idx = drawn.to(self.device)
-        x = self.data.normalise(self.images[idx] if self.images is not None else self._decoded_batch(drawn))
+        if self.held is not None:
+            raw, y = self.held.take(idx)
+        else:
+            assert self.streamed_labels is not None
+            raw, y = self._decoded_batch(drawn), self.streamed_labels[idx]
+        x = self.data.normalise(raw)
         if self.augment:
             x = self._augment(x)
-        return x, self.labels[idx]
+        return x, y
 
     def _decoded_batch(self, drawn: torch.Tensor) -> torch.Tensor:
         assert self._decoded is not None
@@ -156,7 +164,7 @@ class BatchStream:
 
 
 def batches(
-    data: DataSet, split: Split, batch_size: int, device
+    data: DataSet, split: Split | TokenSplit, batch_size: int, device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The whole split in order, for evaluation, batch by batch (a streamed split's decoded
     ahead by its workers)."""
@@ -168,5 +176,5 @@ def batches(
             yield data.normalise(images.to(device, non_blocking=True)), split.labels[idx].to(device)
         return
     for start in range(0, len(split), batch_size):
-        x = split.images[start : start + batch_size].to(device)
-        yield data.normalise(x), split.labels[start : start + batch_size].to(device)
+        raw, y = split.take(torch.arange(start, min(start + batch_size, len(split))))
+        yield data.normalise(raw.to(device)), y.to(device)

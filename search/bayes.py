@@ -76,7 +76,7 @@ class Bayes(Baseline):
         study.add_trials(
             [
                 optuna.trial.create_trial(
-                    params=encode(t["genome"], space), distributions=dists, value=t["val_acc"]
+                    params=encode(t["genome"], space), distributions=dists, value=t["score"]
                 )
                 for t in self.trials
             ]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evoir.errors import EvoirError
+
+from .text import is_text
+
+if TYPE_CHECKING:
+    from evoir.graph import Graph
 
 Strategy = Literal[
     "ne",
@@ -33,6 +38,8 @@ SCHEDULE_SCOPES: tuple[str, ...] = get_args(ScheduleScope)
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 PRESERVING_OPS = ("widen", "deepen", "inception", "net2wider", "net2deeper")
+# A transformer's mutations (a network with attention): heads, MLP units, blocks, every width.
+TRANSFORMER_OPS = ("add-heads", "widen", "deepen", "widen-model")
 # Strategies that search a space of architectures (the IR under Real et al.'s mutations,
 # ERA's 8 parameters, NAS-Bench-201's cells) and which spaces each can work in; the first is
 # the default.
@@ -68,7 +75,11 @@ class RunOptions(_Options):
     dataset: str = Field(
         "synthetic",
         description="a built-in set, or imagefolder:PATH, npz:FILE, torchvision:NAME, MODULE:ATTR "
-        "(search/sources/); a path is recorded absolute",
+        "(search/sources/), or text: tinyshakespeare, text:FILE (search/text.py); a path is "
+        "recorded absolute",
+    )
+    context: int | None = Field(
+        None, ge=1, description="text: characters per window (None: the start model's, else 64)"
     )
     data_dir: str | None = None
     val_size: int | None = None
@@ -79,10 +90,13 @@ class RunOptions(_Options):
         None, gt=0, lt=1, description="test split off the training set where a user's data has none"
     )
     image_size: int | None = Field(None, ge=1, description="resize images to S×S (None: their own size)")
-    input_shape: tuple[int, int, int] | None = Field(
-        None, description="recorded when the run starts: the data's (channels, height, width)"
+    input_shape: tuple[int, ...] | None = Field(
+        None, description="recorded when the run starts: the data's (channels, height, width), or (context,)"
     )
     classes: int | None = Field(None, ge=1, description="recorded when the run starts: the data's classes")
+    vocab: str | None = Field(
+        None, description="recorded when a text run starts: its characters, in token-id order"
+    )
     examples: tuple[int, int, int] | None = Field(
         None, description="recorded when the run starts: train/val/test examples; a resume checks all three"
     )
@@ -144,7 +158,11 @@ class NEOptions(_Options):
     """Painter's NE: the mutations, their zero blocks, the learning-rate rule."""
 
     tau: float | None = Field(None, gt=0, lt=1, description="locality bound |θ_old|/|θ_new| > τ")
-    ops: tuple[str, ...] = PRESERVING_OPS
+    ops: tuple[str, ...] | None = Field(
+        None,
+        description="the passes mutations draw from; None: TRANSFORMER_OPS for a network with "
+        "attention, else PRESERVING_OPS",
+    )
     init: Literal["pair", "zero-out"] | None = Field(
         None, description="zero blocks' init for widen/deepen/inception (None: the passes' default)"
     )
@@ -185,6 +203,10 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
             if self.space not in allowed:
                 where = f"only in {', '.join(allowed)}" if allowed else "in no --space (it has its own)"
                 raise ValueError(f"--strategy {self.strategy} searches {where}, not --space {self.space}")
+        if is_text(self.dataset) and self.augment:
+            raise ValueError("--augment crops and flips images; text has none to augment")
+        if self.context is not None and not is_text(self.dataset):
+            raise ValueError(f"--context is for text data; {self.dataset} is images")
         if self.strategy == "speciation" and self.keep < 2:
             raise ValueError("--strategy speciation merges pairs: --keep must be at least 2")
         if self.fidelity != "train" and not (self.fidelity.startswith(TABLE_PREFIX) and self.table):
@@ -223,6 +245,8 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
         candidates itself)."""
         if self.start is not None:
             return self.start
+        if is_text(self.dataset):
+            return "gpt"
         if self.search_space in ("era", "nb201"):
             return None
         if self.search_space == "ir":
@@ -236,6 +260,12 @@ class SearchConfig(SpeciationOptions, EraOptions, NEOptions, RecipeOptions, RunO
         """The space the strategy searches (``era``, ``nb201`` or ``ir``), None for NE and
         speciation."""
         return self.space or SPACES.get(self.strategy, (None,))[0]
+
+
+def mutation_ops(graph: Graph) -> tuple[str, ...]:
+    """The passes a mutation of ``graph`` draws from when ``ops`` is not given: a
+    transformer's (``TRANSFORMER_OPS``) for a network with attention, else Painter's."""
+    return TRANSFORMER_OPS if any(n.op == "attention" for n in graph.nodes) else PRESERVING_OPS
 
 
 def resolve_device(device: str) -> str:

@@ -1,4 +1,5 @@
-"""Data sets for search and training: CIFAR-10/100, MNIST, Fashion-MNIST and a synthetic set.
+"""Data sets for search and training: CIFAR-10/100, MNIST, Fashion-MNIST, a synthetic set, and
+text for language models (TinyShakespeare, ``text:FILE``; ``text.py``).
 
 Real data sets are read from their standard folders under ``data_dir`` (CIFAR's python
 batches, MNIST's idx files), or downloaded through torchvision when the machine is online.
@@ -33,10 +34,11 @@ from .dataset import DataSet, Split
 from .sources.images import resized
 from .sources.items import StreamedSplit
 from .sources.load import DataOptions, load_user_dataset
+from .text import TINYSHAKESPEARE, Vocabulary, is_text, load_text
 
 __all__ = ["DATASETS", "DataSet", "Split", "StreamedSplit", "default_data_dir", "load_dataset", "synthetic"]
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic")
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic", TINYSHAKESPEARE)
 
 
 def default_data_dir() -> Path:
@@ -224,8 +226,13 @@ def load_dataset(
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     image_size: int | None = None,
+    context: int | None = None,
+    vocab: Vocabulary | None = None,
 ) -> DataSet:
     """Load ``name`` and split its training set into train and validation.
+
+    Text (``tinyshakespeare``, ``text:FILE``) is read by ``text.load_text`` in windows of
+    ``context`` characters, encoded with ``vocab`` (a model's) or the file's own characters.
 
     ``name`` is a built-in set (``DATASETS``) or a user's own data: ``imagefolder:PATH``,
     ``npz:FILE``, ``torchvision:NAME`` or ``MODULE:ATTR`` (``sources/``, which also splits off
@@ -240,6 +247,19 @@ def load_dataset(
         EvoirError: unknown name, no data and no way to download it (naming where to put
         it), or a user's data that cannot be read (naming the file and the problem).
     """
+    if is_text(name):
+        if image_size is not None:
+            raise EvoirError(f"--image-size: {name} is text, not images")
+        return load_text(
+            name,
+            data_dir,
+            context=context,
+            vocab=vocab,
+            val_size=val_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            download=download,
+        )
     if ":" in name:
         options = DataOptions(
             seed=seed,
@@ -252,7 +272,7 @@ def load_dataset(
     if name not in DATASETS:
         raise EvoirError(
             f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}, or your own data: "
-            "imagefolder:PATH, npz:FILE, torchvision:NAME or MODULE:ATTR"
+            "imagefolder:PATH, npz:FILE, torchvision:NAME or MODULE:ATTR, or a text file: text:FILE"
         )
     if test_fraction is not None:
         raise EvoirError(f"--test-fraction: {name} has its own test split; drop --test-fraction")

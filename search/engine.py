@@ -193,13 +193,13 @@ class Search:
         dispatch.train_members(self, list(members), steps, True, self.local)
 
     def evaluate_members(self, members: list[Member] | None = None, executor: Executor | None = None) -> None:
-        """Validation accuracy of ``members`` (default: all), on the executor."""
+        """Validation scores of ``members`` (default: all), on the executor."""
         members = [m for m in (self.members if members is None else members) if m.dropped is None]
         if members:
             dispatch.evaluate_members(self, members, executor or self.executor)
 
     def record_evaluation(self, member: Member, ev: Evaluation) -> None:
-        self.population.record_evaluation(member, ev)
+        self.population.record_evaluation(member, ev, self.data.metric)
         if ev.correct is not None:  # the network ran (a table's look-up costs nothing)
             self.flops_eval += analyze(member.graph).flops * len(self.data.val)
 
@@ -221,7 +221,7 @@ class Search:
         """Give up on ``member``: it leaves the population (its tensors go at the next
         selection) and the generation's events record why."""
         member.dropped = why
-        member.val_acc = 0.0
+        member.val_score = None
         if member in self.members:
             self.members.remove(member)
         self.dropped.append(
@@ -283,6 +283,7 @@ class Search:
             self.population,
             self.generation,
             selected,
+            self.data.metric,
             flops_train=self.flops_train,
             flops_eval=self.flops_eval,
             elapsed_s=self.total_elapsed(),
@@ -291,7 +292,7 @@ class Search:
         self.history.append(record)
         self.job.append_history(record)
         events, self.dropped = self.dropped, []
-        self.job.append_events(events + [member_event(self.generation, m) for m in self.members])
+        self.job.append_events(events + [member_event(self.generation, m, self.data.metric) for m in self.members])
         self.champion.consider(self)  # its file before the checkpoint: see champion.restore
         self.save_checkpoint()
         self.progress.on_generation(record)

@@ -47,7 +47,7 @@ class Evolution(SpaceStrategy):
                 search.keep_only([m for m in search.members if m.id not in self.start_ids])
             return member, {}
         drawn = search.rng.sample(search.members, min(self.drawn, len(search.members)))
-        ranked = sorted(drawn, key=lambda m: -(m.val_acc or 0))  # stable: ties keep draw order
+        ranked = sorted(drawn, key=lambda m: -m.rank)  # stable: ties keep draw order
         if self.uses_crossover and len(ranked) >= 2:
             crossed = space.crossover(search, ranked[0], ranked[1], search.rng)
             child = space.mutate(search, crossed, search.rng)
@@ -80,7 +80,7 @@ class Evolution(SpaceStrategy):
             leaving = members[0]
         else:
             alive = {m.id: m for m in members}
-            leaving = alive.get(notes.get("loser")) or min(members, key=lambda m: m.val_acc or 0)
+            leaving = alive.get(notes.get("loser")) or min(members, key=lambda m: m.rank)
         if leaving is not member:
             search.remove(leaving)
         return notes.get("parents", [])

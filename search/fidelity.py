@@ -45,7 +45,8 @@ def accuracy_by_budget(
     on_step: Callable[[int], None] = lambda n: None,
     deadline=None,
 ) -> list[list[float]]:
-    """``acc[i][m]``: the accuracy on ``split`` of ``models[m]`` after ``budgets[i]`` steps.
+    """``acc[i][m]``: the accuracy (or a language model's loss: ``data.metric``) on ``split`` of
+    ``models[m]`` after ``budgets[i]`` steps.
 
     Each model is trained alone from the weights it comes with (copied: the given stores are
     left as they are) by the search's own loop (``config``'s batch size, lr, weight decay,
@@ -71,7 +72,7 @@ def accuracy_by_budget(
         for i, budget in enumerate(budgets):
             for m, (trainer, member) in enumerate(runs):
                 trainer.joint_train(budget - done, [member])
-                acc[i][m] = trainer.evaluations_on([member], getattr(data, split))[0].accuracy
+                acc[i][m] = trainer.evaluations_on([member], getattr(data, split))[0].of(data.metric)
             done = budget
     except StopRequested:
         pass

@@ -26,7 +26,7 @@ from evoir.store import TensorStore
 
 from .batches import BatchStream
 from .config import SearchConfig, resolve_device
-from .data import DataSet, Split
+from .data import DataSet
 from .evaluate import evaluate
 from .member import Member
 from .population import host_store, on_device
@@ -60,8 +60,7 @@ class GrowthRun:
         self.trainer = Trainer.for_run(data, store.to(device), config, config.seed, device)
         self.member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
         self.data = data
-        first = torch.arange(min(train_probe, len(data.train)))  # read: a streamed split decodes them
-        self.probe = Split(data.train.read(first), data.train.labels[first])
+        self.probe = data.train.probe(train_probe)
         self.curve = Curve()
         self.flops_train = 0.0
         self.wall_s = 0.0
@@ -101,7 +100,7 @@ class GrowthRun:
         module = t.module(self.member)
         val = evaluate(module, self.data, self.data.val, t.device, self.config.eval_batch_size)
         train = evaluate(module, self.data, self.probe, t.device, self.config.eval_batch_size)
-        self.member.val_acc = val.accuracy
+        self.member.val_score = val.accuracy
         c = self.curve
         if c.steps and c.steps[-1] == self.steps:  # re-evaluated after growth: keep the latest
             for series in (c.steps, c.val_acc, c.train_acc, c.flops, c.wall_s, c.params):
@@ -134,7 +133,7 @@ class GrowthRun:
         if lr_rule:
             lr, wd = rescale_hyperparameters(lr, wd, before, analyze(graph).params)
         self.member = Member(
-            f"{parent.id}+", graph, parent.id, [], lr, wd, born=0, steps=parent.steps, val_acc=parent.val_acc
+            f"{parent.id}+", graph, parent.id, [], lr, wd, born=0, steps=parent.steps, val_score=parent.val_score
         )
         t.store.retain(set(graph.tensor_ids()))
         t.forget({self.member.id})

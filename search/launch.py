@@ -22,18 +22,22 @@ from .data import DataSet, load_dataset
 from .engine import Search
 from .lock import RunLock, refuse_if_written
 from .sources import canonical
-from .start import initial_network
+from .start import initial_network, model_text
 from .strategies import new_search, resume_search
 from .table import Table
+from .text import TextData, Vocabulary, is_text
 
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:300]
 
 
-def load_data(config: SearchConfig) -> DataSet:
+def load_data(config: SearchConfig, vocab: Vocabulary | None = None) -> DataSet:
     """The data of ``config``; where it recorded what its data was (a run's config.json), the
-    data must still be that: the same input shape, classes and split sizes."""
+    data must still be that: the same input shape, classes and split sizes. Text is encoded
+    with ``vocab`` (a model's), else the vocabulary the run recorded, else the file's own."""
+    if vocab is None and config.vocab is not None:
+        vocab = Vocabulary(config.vocab)
     data = load_dataset(
         config.dataset,
         config.data_dir,
@@ -42,6 +46,8 @@ def load_data(config: SearchConfig) -> DataSet:
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         image_size=config.image_size,
+        context=config.context,
+        vocab=vocab,
     )
     if config.input_shape is not None:
         now = _described(data.input_shape, data.classes, _examples(data))
@@ -51,22 +57,37 @@ def load_data(config: SearchConfig) -> DataSet:
     return data
 
 
+def load_data_for(model: Path, config: SearchConfig) -> DataSet:
+    """The data of ``config`` read to fit the model file ``model`` (``evoir train``, ``eval``):
+    text in the model's windows (unless ``--context`` says otherwise) and encoded with the
+    vocabulary it was trained with."""
+    if not is_text(config.dataset):
+        return load_data(config)
+    context, vocab = model_text(model)
+    if config.context is None:
+        config = config.model_copy(update={"context": context})
+    return load_data(config, vocab)
+
+
 def _examples(data: DataSet) -> tuple[int, int, int]:
     return (len(data.train), len(data.val), len(data.test))
 
 
 def _described(shape: tuple[int, ...], classes: int | None, examples: tuple[int, ...] | None) -> str:
-    c, h, w = shape
     counts = "" if examples is None else ", {} / {} / {} train/val/test examples".format(*examples)
+    if len(shape) == 1:
+        return f"windows of {shape[0]} characters over {classes} distinct characters{counts}"
+    c, h, w = shape
     return f"{c}×{h}×{w} images of {classes} classes{counts}"
 
 
 def recorded(config: SearchConfig, data: DataSet) -> SearchConfig:
     """``config`` with what its data turned out to be: input shape, classes, examples per split
-    (a resumed run checks them: ``load_data``)."""
-    return config.model_copy(
-        update={"input_shape": data.input_shape, "classes": data.classes, "examples": _examples(data)}
-    )
+    (a resumed run checks them: ``load_data``), and a text's context and vocabulary."""
+    update = {"input_shape": data.input_shape, "classes": data.classes, "examples": _examples(data)}
+    if isinstance(data, TextData):
+        update |= {"context": data.context, "vocab": data.vocab.chars}
+    return config.model_copy(update=update)
 
 
 def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) -> tuple[Search, RunLock]:
@@ -84,9 +105,12 @@ def _new(config: SearchConfig, out: Path, force: bool, ray_address: str | None) 
     config = config.model_copy(update={"dataset": canonical(config.dataset)})
     if config.data_dir is not None:
         config = config.model_copy(update={"data_dir": str(Path(config.data_dir).expanduser().resolve())})
-    data = load_data(config)
-    config = recorded(config, data)
     start = config.start_network
+    if start is not None and start.endswith(".json"):
+        data = load_data_for(Path(start), config)  # text is read to fit the start model
+    else:
+        data = load_data(config)
+    config = recorded(config, data)
     initial = initial_network(start, data, config.seed) if start is not None else None
     if out.exists():
         shutil.rmtree(out)

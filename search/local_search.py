@@ -49,7 +49,7 @@ class Local(Baseline):
         """The genomes of the best ``keep`` distinct keys (earlier first among equals)."""
         seen = self.seen(space)
         trained = [k for k in dict.fromkeys(keys) if k in seen]  # a failed candidate left no trial
-        ranked = sorted(trained, key=lambda k: -seen[k]["val_acc"])
+        ranked = sorted(trained, key=lambda k: -seen[k]["score"])
         return [seen[k]["genome"] for k in ranked[:keep]]
 
     def propose_later(self, search: Search, generation: int):
@@ -93,8 +93,8 @@ class Local(Baseline):
                 return member, {"parents": [here["id"]]}
             if any(key(n) in pending for n in around):
                 return None
-            best = max(around, key=lambda n: seen[key(n)]["val_acc"], default=None)
-            if best is not None and seen[key(best)]["val_acc"] > here["val_acc"]:
+            best = max(around, key=lambda n: seen[key(n)]["score"], default=None)
+            if best is not None and seen[key(best)]["score"] > here["score"]:
                 self.moves.append([key(self.current), key(best)])
                 self.current = best
             else:

@@ -38,7 +38,7 @@ class Member:
     lr: float
     weight_decay: float
     born: int
-    val_acc: float | None = None
+    val_score: float | None = None  # the latest validation score (higher is better; metric.py)
     steps: int = 0
     genome: dict | None = None
     parents: list[str] | None = None  # every parent, for merges and crossover
@@ -56,4 +56,10 @@ class Member:
 
     @classmethod
     def from_json(cls, d: dict) -> Member:
+        d = {("val_score" if k == "val_acc" else k): v for k, v in d.items()}  # written before text tasks
         return cls(**{**d, "graph": Graph.model_validate(d["graph"])})
+
+    @property
+    def rank(self) -> float:
+        """The score members are ranked by: higher is better, never evaluated is worst."""
+        return float("-inf") if self.val_score is None else self.val_score

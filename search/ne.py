@@ -24,7 +24,7 @@ from evoir.modelfile import save_model
 from evoir.passes.lr_rule import rescale_hyperparameters
 from evoir.passes.random_mutation import random_mutation
 
-from .config import NEOptions, SearchConfig
+from .config import NEOptions, SearchConfig, mutation_ops
 from .engine import Search
 from .generations import GenerationalStrategy
 
@@ -67,7 +67,7 @@ class NE(GenerationalStrategy):
                 search.host_store(),
                 search.rng,
                 tau=cfg.tau,
-                ops=cfg.ops,
+                ops=cfg.ops or mutation_ops(parent.graph),
                 block_options=block,
             )
             lr, wd = parent.lr, parent.weight_decay

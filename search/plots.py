@@ -1,5 +1,6 @@
-"""The run's pictures: validation accuracy per generation, accuracy against FLOPs spent
-(the report's Fig. 5 axis), and the lineage tree of the final members."""
+"""The run's pictures: the validation metric (accuracy, or a language model's loss) per
+generation, against FLOPs spent (the report's Fig. 5 axis), and the lineage tree of the final
+members."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import io
 from pathlib import Path
 
 from evoir.modelfile import atomic_write_bytes
+
+from .metric import Metric
 
 
 def _plt():
@@ -25,29 +28,30 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def accuracy_per_generation(events: list[dict], history: list[dict], path: Path) -> None:
+def validation_per_generation(events: list[dict], history: list[dict], path: Path, metric: Metric) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     gens = sorted({e["generation"] for e in events})
+    key = metric.key
     for g in gens:
-        accs = [e["val_acc"] for e in events if e["generation"] == g]
-        ax.scatter([g] * len(accs), accs, s=12, color="#9ecae1", zorder=2)
+        values = [e[f"val_{key}"] for e in events if e["generation"] == g]
+        ax.scatter([g] * len(values), values, s=12, color="#9ecae1", zorder=2)
     ax.plot(
         [h["generation"] for h in history],
-        [h["best_val_acc"] for h in history],
+        [h[f"best_val_{key}"] for h in history],
         "o-",
         color="#08519c",
         label="best member",
     )
     ax.plot(
         [h["generation"] for h in history],
-        [h["mean_val_acc"] for h in history],
+        [h[f"mean_val_{key}"] for h in history],
         "--",
         color="#6baed6",
         label="mean",
     )
     ax.set_xlabel("generation")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {metric.label}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -55,19 +59,19 @@ def accuracy_per_generation(events: list[dict], history: list[dict], path: Path)
     _save(fig, path)
 
 
-def accuracy_vs_flops(
-    history: list[dict], path: Path, baseline: list[tuple[float, float]] | None = None
+def validation_vs_flops(
+    history: list[dict], path: Path, metric: Metric, baseline: list[tuple[float, float]] | None = None
 ) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     flops = [(h["flops_train"] + h["flops_eval"]) for h in history]
     spent = any(f > 0 for f in flops)  # a search against a table spends none: plot by queries
     x = flops if spent else [h.get("evaluated", h["generation"]) for h in history]
-    ax.plot(x, [h["best_val_acc"] for h in history], "o-", color="#08519c", label="best member")
+    ax.plot(x, [h[f"best_val_{metric.key}"] for h in history], "o-", color="#08519c", label="best member")
     if baseline:
         ax.plot([f for f, _ in baseline], [a for _, a in baseline], "s--", color="#e6550d", label="baseline")
     ax.set_xlabel("FLOPs spent (training + evaluation)" if spent else "candidates evaluated (table look-ups)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {metric.label}")
     if spent:
         ax.set_xscale("log")
     ax.grid(alpha=0.3, which="both")
@@ -76,7 +80,7 @@ def accuracy_vs_flops(
     _save(fig, path)
 
 
-def lineage_tree(events: list[dict], final: list[str], path: Path) -> None:
+def lineage_tree(events: list[dict], final: list[str], path: Path, metric: Metric) -> None:
     """Ancestry of the final members back to the base network, one row per generation born."""
     import networkx as nx
 
@@ -114,8 +118,8 @@ def lineage_tree(events: list[dict], final: list[str], path: Path) -> None:
     nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=900, edgecolors="#555")
     labels = {}
     for mid in g:
-        acc = last.get(mid, {}).get("val_acc")
-        labels[mid] = f"{mid}\n{acc:.3f}" if (mid in final and acc is not None) else mid
+        value = last.get(mid, {}).get(f"val_{metric.key}")
+        labels[mid] = f"{mid}\n{value:.3f}" if (mid in final and value is not None) else mid
     nx.draw_networkx_labels(g, pos, labels=labels, ax=ax, font_size=6)
     ax.set_xlim(-width / 2 - 0.5, width / 2 + 0.5)
     ax.set_title("lineage of the final members (orange)", fontsize=9)

@@ -20,6 +20,7 @@ from evoir.store import TensorStore
 
 from .evaluate import Evaluation
 from .member import Member
+from .metric import Metric
 from .selection import select
 
 
@@ -113,20 +114,21 @@ class Population:
             nodes.append(n if params == dict(n.params) else Node(**{**n.model_dump(), "params": params}))
         return graph.with_nodes(nodes)
 
-    def record_evaluation(self, member: Member, ev: Evaluation) -> None:
-        """Adopt ``ev`` (on the validation split) as ``member``'s latest evaluation."""
+    def record_evaluation(self, member: Member, ev: Evaluation, metric: Metric) -> None:
+        """Adopt ``ev`` (on the validation split) as ``member``'s latest evaluation, scored by
+        ``metric``."""
         ev.steps = member.steps
         self.validation[member.id] = ev
         if ev.correct is not None:  # a table's evaluation has the accuracy alone
             self.correct[member.id] = ev.correct
-        member.val_acc = ev.accuracy
+        member.val_score = ev.score(metric)
 
     def select(self, k: int, members: list[Member] | None = None, decay: float | None = None) -> list[Member]:
-        """The best ``k`` of ``members`` (default: all) by validation accuracy, or by
-        co-evolution with ``decay``."""
+        """The best ``k`` of ``members`` (default: all) by validation score, or by
+        co-evolution with ``decay`` (which examples, or next characters, each gets right)."""
         members = self.members if members is None else members
         if decay is None:  # top-K: the accuracies rank as the sums of ``correct`` would
-            return sorted(members, key=lambda m: -(m.val_acc or 0.0))[:k]  # stable: older first
+            return sorted(members, key=lambda m: -m.rank)[:k]  # stable: older first
         ids = select({m.id: self.correct[m.id] for m in members}, k, decay)
         by_id = {m.id: m for m in members}
         return [by_id[i] for i in ids]
@@ -144,4 +146,4 @@ class Population:
     def best(self) -> Member:
         if not self.members:
             raise EvoirError("no member has been evaluated yet")
-        return max(self.members, key=lambda m: m.val_acc or 0)
+        return max(self.members, key=lambda m: m.rank)

@@ -56,4 +56,7 @@ class TrainSettings:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        return F.cross_entropy(logits.float(), y, reduction=reduction, label_smoothing=self.label_smoothing)
+        """Cross-entropy of ``logits`` (…, classes) against ``y`` (…): one class per example, or
+        one next token per position of a language model's window (every target one row)."""
+        rows = logits.float().reshape(y.numel(), -1)
+        return F.cross_entropy(rows, y.reshape(-1), reduction=reduction, label_smoothing=self.label_smoothing)

@@ -6,13 +6,17 @@ from __future__ import annotations
 from evoir.analysis import analyze
 
 from .member import Member
+from .metric import Metric
 from .population import Population
 from .selection import coverage
 
 
-def generation_record(population: Population, generation: int, selected: list[str], **counts) -> dict:
+def generation_record(
+    population: Population, generation: int, selected: list[str], metric: Metric, **counts
+) -> dict:
     """The history record of ``generation``; ``counts`` are the run's ``flops_train``,
-    ``flops_eval``, ``elapsed_s`` and the mean ``train_loss`` since the last generation."""
+    ``flops_eval``, ``elapsed_s`` and the mean ``train_loss`` since the last generation.
+    Validation figures are ``metric``'s values (``best_val_acc``, or ``best_val_loss``)."""
     members, store = population.members, population.store
     ids = [m.id for m in members]
     best = population.best()
@@ -20,9 +24,9 @@ def generation_record(population: Population, generation: int, selected: list[st
     return {
         "generation": generation,
         "members": len(members),
-        "best_val_acc": best.val_acc,
+        f"best_val_{metric.key}": _value(metric, best),
         "best": best.id,
-        "mean_val_acc": sum(m.val_acc or 0 for m in members) / len(members),
+        f"mean_val_{metric.key}": _mean(metric, members),
         # Which validation examples some member gets right; a table gives no examples.
         "coverage": coverage(population.correct, ids) if all(i in population.correct for i in ids) else None,
         "flops_train": counts["flops_train"],
@@ -53,7 +57,20 @@ def tensor_bytes(store) -> dict[str, int]:
     return sizes
 
 
-def member_event(generation: int, m: Member) -> dict:
+def _value(metric: Metric, m: Member) -> float | None:
+    return None if m.val_score is None else metric.value(m.val_score)
+
+
+def _mean(metric: Metric, members: list[Member]) -> float | None:
+    """The members' mean value (a member not evaluated counts as the worst score, 0 accuracy,
+    as it always has; for a loss such a member is left out)."""
+    if metric.higher_is_better:
+        return sum(m.val_score or 0 for m in members) / len(members)
+    values = [metric.value(m.val_score) for m in members if m.val_score is not None]
+    return sum(values) / len(values) if values else None
+
+
+def member_event(generation: int, m: Member, metric: Metric) -> dict:
     a = analyze(m.graph)
     event = {
         "generation": generation,
@@ -62,7 +79,7 @@ def member_event(generation: int, m: Member) -> dict:
         "passes": m.passes,
         "params": a.params,
         "flops": a.flops,
-        "val_acc": m.val_acc,
+        f"val_{metric.key}": _value(metric, m),
         "lr": m.lr,
         "weight_decay": m.weight_decay,
         "steps": m.steps,

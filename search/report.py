@@ -16,10 +16,18 @@ from evoir.backends.torch_fx import lower
 from evoir.modelfile import atomic_write_text, load_model, save_model
 
 from . import ensemble, plots
+from .dataset import Split
 from .engine import Search
-from .evaluate import Evaluation, accuracy_of_probs, evaluate
+from .evaluate import Evaluation, accuracy_of_probs, evaluate, evaluate_mixture
 from .member import Member
+from .metric import Metric
 from .table import TableEvaluator
+
+
+def plot_names(metric: Metric) -> tuple[str, str]:
+    """The run's two plots of the validation metric: per generation, and against FLOPs spent
+    (``val_accuracy.png``, ``accuracy_vs_flops.png``; ``val_loss.png``, ``loss_vs_flops.png``)."""
+    return f"val_{metric.name}.png", f"{metric.name}_vs_flops.png"
 
 
 def read_events(folder: Path) -> list[dict]:
@@ -36,10 +44,11 @@ def finalize(search: Search) -> dict:
     candidate's training) has no best member: ``results.json`` says ``"best": null``,
     ``summary.md`` says so in one line, and no model file is written."""
     folder, data, cfg = search.folder, search.data, search.config
-    if not any(m.val_acc is not None for m in search.members):
+    metric, key = data.metric, data.metric.key
+    if not any(m.val_score is not None for m in search.members):
         return _nothing_evaluated(search)
     final = search.final_selection()
-    last = max(final, key=lambda m: m.val_acc or 0)
+    last = max(final, key=lambda m: m.rank)
     # One pass over each split for all the final members (shared nodes once, stacks batched).
     test = dict(zip([m.id for m in final], search.evaluations_on(final, data.test), strict=True))
     champion = search.champion
@@ -51,8 +60,8 @@ def finalize(search: Search) -> dict:
         "best": {
             "id": best.id,
             "generation": champion.record.generation,
-            "test_acc": _champion_test(search, test),
-            "val_acc": best.val_acc,
+            f"test_{key}": _champion_test(search, test).of(metric),
+            f"val_{key}": metric.value(best.rank),
             "params": analyze(graph).params,
             "flops": analyze(graph).flops,
             **({"genome": best.genome} if best.genome is not None else {}),
@@ -60,8 +69,8 @@ def finalize(search: Search) -> dict:
         },
         "last_generation_best": {
             "id": last.id,
-            "test_acc": test[last.id].accuracy,
-            "val_acc": last.val_acc,
+            f"test_{key}": test[last.id].of(metric),
+            f"val_{key}": metric.value(last.rank),
             # the returned snapshot itself, or another network (another member, or the same
             # member's shared tensors trained further since it was best)
             "is_best": last.id == best.id and champion.record.generation == search.generation,
@@ -85,69 +94,56 @@ def finalize(search: Search) -> dict:
             lower(base, base_store.to(search.device)), data, data.test, search.device, cfg.eval_batch_size
         )
         results["base"] = {
-            "test_acc": ev.accuracy,
+            f"test_{key}": ev.of(metric),
             "params": analyze(base).params,
             "flops": analyze(base).flops,
         }
     if all(test[m.id].probs is not None for m in final):  # a table has no predictions to ensemble
         results.update(_ensembles(search, final, test))
+    elif all(test[m.id].losses is not None for m in final) and len(final) > 1:
+        results.update(_text_ensemble(search, final))
     results["seconds"] = search.job.time_spent()
     atomic_write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / "summary.md", summary_markdown(search, results))
     events = [e for e in read_events(folder) if "dropped" not in e]  # a dropped member has no accuracy
-    plots.accuracy_per_generation(events, search.history, folder / "val_accuracy.png")
-    plots.accuracy_vs_flops(search.history, folder / "accuracy_vs_flops.png")
-    plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png")
+    per_generation, vs_flops = plot_names(metric)
+    plots.validation_per_generation(events, search.history, folder / per_generation, metric)
+    plots.validation_vs_flops(search.history, folder / vs_flops, metric)
+    plots.lineage_tree(events, [m.id for m in final], folder / "lineage.png", metric)
     return results
 
 
-def _champion_test(search: Search, final_tests: dict[str, Evaluation]) -> float:
-    """The champion's test accuracy, of its snapshot's weights (a table looks its cell up).
+def _champion_test(search: Search, final_tests: dict[str, Evaluation]) -> Evaluation:
+    """The champion's test evaluation, of its snapshot's weights (a table looks its cell up).
     A champion of the last generation has trained no further since: its evaluation is among
     the final members'."""
     champion = search.champion
     member, network, record = champion.member, champion.snapshot(), champion.record
     assert member is not None and network is not None and record is not None
     if record.generation == search.generation and member.id in final_tests and not search.stopped:
-        return final_tests[member.id].accuracy
+        return final_tests[member.id]
     if search.trainer.evaluator is not None:
-        return search.evaluations_on([member], search.data.test)[0].accuracy
+        return search.evaluations_on([member], search.data.test)[0]
     graph, store = network
     module = lower(graph, store.to(search.device))
-    return evaluate(
-        module, search.data, search.data.test, search.device, search.config.eval_batch_size
-    ).accuracy
+    return evaluate(module, search.data, search.data.test, search.device, search.config.eval_batch_size)
 
 
 def _ensembles(search: Search, final: list[Member], test: dict[str, Evaluation]) -> dict:
     """The final members as ensembles (mean probabilities; a head learned on the validation
     split), their test accuracies, and their files in ``ensemble/``."""
-    data, folder = search.data, search.folder
+    data = search.data
+    assert isinstance(data.val, Split) and isinstance(data.test, Split)
     val_probs = [_probs(ev) for ev in _validation_of(search, final)]
     probs = [_probs(test[m.id]) for m in final]
     head = ensemble.train_head(val_probs, data.val.labels, data.classes, seed=search.config.seed)
-    ens = folder / "ensemble"
-    ens.mkdir(exist_ok=True)
-    for m in final:
-        save_model(ens / f"{m.id}.json", m.graph, search.store)
+    ens = _save_ensemble(search, final, hierarchical=True)
     head_path = ens / "head.safetensors"
     save_file(
         {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
         str(head_path) + ".tmp",
     )
     Path(str(head_path) + ".tmp").replace(head_path)
-    atomic_write_text(
-        ens / "ensemble.json",
-        json.dumps(
-            {
-                "members": [f"{m.id}.json" for m in final],
-                "average": "mean of the members' softmax probabilities",
-                "hierarchical_head": "head.safetensors: linear layer over the concatenated log-probabilities, trained on the validation split",
-            },
-            indent=1,
-        )
-        + "\n",
-    )
     labels = data.test.labels
     return {
         "ensemble": {
@@ -156,6 +152,41 @@ def _ensembles(search: Search, final: list[Member], test: dict[str, Evaluation])
             "params": sum(analyze(m.graph).params for m in final),
         },
         "hierarchical": {"test_acc": accuracy_of_probs(ensemble.hierarchical(head, probs), labels)},
+    }
+
+
+def _save_ensemble(search: Search, final: list[Member], hierarchical: bool) -> Path:
+    """The members' model files and ``ensemble.json`` in ``RUN/ensemble/``."""
+    ens = search.folder / "ensemble"
+    ens.mkdir(exist_ok=True)
+    for m in final:
+        save_model(ens / f"{m.id}.json", m.graph, search.store)
+    described = {
+        "members": [f"{m.id}.json" for m in final],
+        "average": "mean of the members' softmax probabilities",
+    }
+    if hierarchical:
+        described["hierarchical_head"] = (
+            "head.safetensors: linear layer over the concatenated log-probabilities, trained on the validation split"
+        )
+    atomic_write_text(ens / "ensemble.json", json.dumps(described, indent=1) + "\n")
+    return ens
+
+
+def _text_ensemble(search: Search, final: list[Member]) -> dict:
+    """Language models as an ensemble: the loss of their mean next-character probabilities,
+    evaluated batch by batch (``evaluate_mixture``). No learned head: one over K × vocabulary
+    log-probabilities per position is left out."""
+    data = search.data
+    _save_ensemble(search, final, hierarchical=False)
+    module = search.trainer.population_module(final)
+    ev = evaluate_mixture(module, data, data.test, search.device, search.config.eval_batch_size)
+    return {
+        "ensemble": {
+            "members": [m.id for m in final],
+            "test_loss": ev.loss,
+            "params": sum(analyze(m.graph).params for m in final),
+        }
     }
 
 
@@ -221,32 +252,32 @@ def _fmt_flops(f: float) -> str:
 
 def summary_markdown(search: Search, r: dict) -> str:
     cfg = search.config
+    metric = search.data.metric
+    test_key = f"test_{metric.key}"
     table = r.get("table")  # evaluations were look-ups: no training, no data, no store
     rows = []
     if "base" in r:
-        rows.append(("base network (after N_i steps)", r["base"]["test_acc"], r["base"]["params"], "—"))
+        rows.append(("base network (after N_i steps)", r["base"][test_key], r["base"]["params"], "—"))
     rows.append(
         (
             f"{'NE' if cfg.strategy == 'ne' else cfg.strategy} "
             + ("best by validation" if table else "best single")
             + f" ({r['best']['id']}, generation {r['best']['generation']})",
-            r["best"]["test_acc"],
+            r["best"][test_key],
             r["best"]["params"],
             _fmt_flops(r["flops_spent"]),
         )
     )
     last = r["last_generation_best"]
     if not last["is_best"] and not table:
-        rows.append((f"best of the last generation ({last['id']}, as it ended)", last["test_acc"], None, "—"))
+        rows.append((f"best of the last generation ({last['id']}, as it ended)", last[test_key], None, "—"))
     if "ensemble" in r:
-        ens = r["ensemble"]
-        flops = _fmt_flops(r["flops_spent"])
+        ens, flops = r["ensemble"], _fmt_flops(r["flops_spent"])
         rows.append(
-            (f"ensemble of {len(ens['members'])} (mean probabilities)", ens["test_acc"], ens["params"], flops)
+            (f"ensemble of {len(ens['members'])} (mean probabilities)", ens[test_key], ens["params"], flops)
         )
-        rows.append(
-            ("hierarchical ensemble (learned head)", r["hierarchical"]["test_acc"], ens["params"], flops)
-        )
+        if "hierarchical" in r:
+            rows.append(("hierarchical ensemble (learned head)", r["hierarchical"][test_key], ens["params"], flops))
     setting = (
         f"N_i={cfg.initial_steps}, N_j={cfg.steps}, selection {cfg.selection}, τ={cfg.tau}, batch {cfg.batch_size}"
         if table is None
@@ -258,13 +289,19 @@ def summary_markdown(search: Search, r: dict) -> str:
         f"{r['generations']} generations, population M={cfg.population}, keep K={cfg.keep}, {setting}, "
         f"seed {cfg.seed}; {r['elapsed_s']:.0f} s.",
         "",
-        "| network | test accuracy | parameters | FLOPs spent |",
+        f"| network | test {metric.label} | parameters | FLOPs spent |",
         "| --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {name} | {acc:.4f} | {'—' if params is None else f'{params:,}'} | {flops} |"
-        for name, acc, params, flops in rows
+        f"| {name} | {value:.4f} | {'—' if params is None else f'{params:,}'} | {flops} |"
+        for name, value, params, flops in rows
     ]
+    if getattr(search.data, "test_is_val", False):
+        lines += [
+            "",
+            "The text has no test part of its own: the test figures are on the validation part "
+            "(`--test-fraction` holds one out).",
+        ]
     if r.get("stopped"):
         lines += [
             "",
@@ -297,11 +334,12 @@ def summary_markdown(search: Search, r: dict) -> str:
             f"Shared store: {last['store_bytes'] / 2**20:.2f} MiB for {last['members']} members, "
             f"against {last['independent_bytes'] / 2**20:.2f} MiB as independent copies ({ratio:.2f}×).",
         ]
+    per_generation, vs_flops = plot_names(metric)
     lines += [
         "",
-        "![validation accuracy](val_accuracy.png)",
+        f"![validation {metric.name}]({per_generation})",
         "",
-        "![accuracy against FLOPs](accuracy_vs_flops.png)",
+        f"![{metric.name} against FLOPs]({vs_flops})",
         "",
         "![lineage](lineage.png)",
         "",

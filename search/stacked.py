@@ -71,15 +71,15 @@ class StackedTrainer:
             }
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float], decays: list[float]) -> torch.Tensor:
-        """One optimiser step of every member on its own batch (``x``: (K, N, …), ``y``: (K, N));
+        """One optimiser step of every member on its own batch (``x``: (K, N, …), ``y``: (K, N, …));
         returns the K losses. Members whose loss is not finite are not updated (the caller
         drops them)."""
         self.stack.module.train()
         settings = self.settings
-        k, n = y.shape
+        k = y.shape[0]
         with settings.autocast(x.device):
             out = self.stack.forward(x, per_member=True)
-            losses = settings.loss(out.reshape(k * n, -1), y.reshape(-1), reduction="none").view(k, n).mean(1)
+            losses = settings.loss(out, y, reduction="none").view(k, -1).mean(1)
         finite = torch.isfinite(losses.detach())
         # The sum's gradient with respect to member k's tensors is that of member k's loss alone.
         losses[finite].sum().backward()

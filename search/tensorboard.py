@@ -1,8 +1,9 @@
 """TensorBoard scalars beside ``events.jsonl`` (``--tensorboard``): ``tensorboard --logdir RUN``.
 
-A search writes one point per generation (validation accuracy of the best member and the
-mean, the training loss since the last generation, members, store size, FLOPs, time);
-``evoir train`` writes the training loss as it goes and the validation accuracy at the end.
+A search writes one point per generation (the validation metric of the best member and the
+mean, accuracy or loss, the training loss since the last generation, members, store size,
+FLOPs, time); ``evoir train`` writes the training loss as it goes and the validation metric
+at the end.
 The writer is torch's own (``torch.utils.tensorboard``), which needs the ``tensorboard``
 package (the ``tensorboard`` extra). A resumed run purges the points of the generations it
 replays, so the curves show each generation once.
@@ -18,8 +19,8 @@ from evoir.errors import EvoirError
 FOLDER = "tensorboard"
 # Scalars of a generation's history record, under TensorBoard's names.
 SCALARS = {
-    "val/best": "best_val_acc",
-    "val/mean": "mean_val_acc",
+    "val/best": "best_val_{key}",
+    "val/mean": "mean_val_{key}",
     "train/loss": "train_loss",
     "population/members": "members",
     "population/store_MiB": "store_MiB",
@@ -61,8 +62,9 @@ class GenerationScalars:
         if self.writer is None:
             self.writer = summary_writer(self.folder, purge_step=step)
         values = {**record, "store_MiB": record.get("store_bytes", 0) / 2**20}
+        metric_key = "loss" if "best_val_loss" in record else "acc"
         for name, key in SCALARS.items():
-            value = values.get(key)
+            value = values.get(key.format(key=metric_key))
             if value is not None:
                 self.writer.add_scalar(name, float(value), step)
         self.writer.flush()
@@ -88,6 +90,7 @@ class TrainingScalars:
             if mean is not None:
                 self.writer.add_scalar("train/loss", mean, steps)
 
-    def end(self, steps: int, val_acc: float) -> None:
-        self.writer.add_scalar("val/accuracy", val_acc, steps)
+    def end(self, steps: int, metric_name: str, value: float) -> None:
+        """The validation metric (``accuracy``, ``loss``) at the end."""
+        self.writer.add_scalar(f"val/{metric_name}", value, steps)
         self.writer.close()

@@ -31,6 +31,7 @@ from evoir.store import TensorStore
 from .batches import BatchStream
 from .config import RecipeOptions
 from .data import DataSet, Split
+from .dataset import TokenSplit
 from .evaluate import Evaluation, evaluate_population
 from .losses import LossMeter
 from .member import Member, StopRequested
@@ -200,7 +201,7 @@ class Trainer:
         """Mark ``member`` dropped and take it out of ``training``; when none is left,
         ``EvoirError``."""
         member.dropped = why
-        member.val_acc = 0.0
+        member.val_score = None
         training.remove(member)
         if not training:
             raise EvoirError(f"every member failed; the last: {why}")
@@ -280,7 +281,7 @@ class Trainer:
         whole = len(parts) == 1 and parts[0][1] == list(range(len(members)))
         return parts[0][0] if whole else Gathered(parts)
 
-    def evaluations_on(self, members: list[Member], split: Split) -> list[Evaluation]:
+    def evaluations_on(self, members: list[Member], split: Split | TokenSplit) -> list[Evaluation]:
         """Every member's evaluation on ``split``, in one pass over the data
         (``population_module``); the results are those of evaluating them one by one."""
         if not members:

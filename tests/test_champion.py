@@ -41,9 +41,9 @@ def test_best_json_is_the_best_member_seen_as_it_was_evaluated(tmp_path, data):
     # Generation 1's best is made the best of the run (the others score lower later).
     original = search.population.record_evaluation
 
-    def record(member, ev):
-        original(member, ev)
-        member.val_acc = 0.99 if search.generation == 0 and member.id.endswith("m1") else 0.5 * ev.accuracy
+    def record(member, ev, metric):
+        original(member, ev, metric)
+        member.val_score = 0.99 if search.generation == 0 and member.id.endswith("m1") else 0.5 * ev.accuracy
 
     search.population.record_evaluation = record
     search.run()
@@ -73,11 +73,11 @@ def test_a_member_best_again_in_the_last_generation_is_reported_as_it_ended_too(
     original = search.population.record_evaluation
     favourite: list[str] = []
 
-    def record(member, ev):
-        original(member, ev)
+    def record(member, ev, metric):
+        original(member, ev, metric)
         if search.generation == 0 and not favourite and member.id.endswith("m1"):
             favourite.append(member.id)
-        member.val_acc = (
+        member.val_score = (
             (0.99 if search.generation == 0 else 0.9) if member.id in favourite else 0.5 * ev.accuracy
         )
 

@@ -173,7 +173,7 @@ def test_the_space_adopts_untrained_candidates_into_a_search(data, tmp_path):
     search = new_search(tiny("random"), data, tmp_path)
     space, rng = search.strategy.space(search), random.Random(0)
     a, b = space.initial(search, rng), space.initial(search, rng)
-    assert (a.id, a.born, a.steps, a.val_acc) == ("c1", 0, 0, None)
+    assert (a.id, a.born, a.steps, a.val_score) == ("c1", 0, 0, None)
     assert not set(a.graph.tensor_ids()) & set(b.graph.tensor_ids())  # nothing shared
     crossed = space.crossover(search, a, b, rng)
     assert crossed.id == "x3" and crossed.parents == ["c1", "c2"]
@@ -198,8 +198,8 @@ def test_random_search_evaluates_one_candidate_per_generation_and_keeps_the_best
     assert {e["id"] for e in events_of(tmp_path)} == {t["id"] for t in trials}  # even the worst
     newest, older = search.members[-1], search.members[:-1]
     assert newest.id == trials[-1]["id"] and len(older) == 3
-    ranked = sorted(trials[:-1], key=lambda t: -t["val_acc"])
-    assert sorted(m.val_acc for m in older) == sorted(t["val_acc"] for t in ranked[:3])
+    ranked = sorted(trials[:-1], key=lambda t: -t["score"])
+    assert sorted(m.val_score for m in older) == sorted(t["score"] for t in ranked[:3])
     assert all(m.genome is not None and m.steps == 2 for m in search.members)
 
 
@@ -237,14 +237,14 @@ def test_local_search_moves_only_to_improving_neighbours(data, tmp_path):
     search.run()
     local = search.strategy
     assert len(local.trials) == 4 + 40
-    assert all(t["val_acc"] == round(1000 * landscape(t["genome"])) / 1000 for t in local.trials)
+    assert all(t["score"] == round(1000 * landscape(t["genome"])) / 1000 for t in local.trials)
     first = local.seen(local.space(search))
     assert local.moves and local.finished
     for start, end in local.moves:
-        assert first[end]["val_acc"] > first[start]["val_acc"]
+        assert first[end]["score"] > first[start]["score"]
     for key in local.finished:  # a start ends on a local optimum, every neighbour evaluated
         around = neighbours(first[key]["genome"], local.space(search).values)
-        assert all(first[format_genome(n)]["val_acc"] <= first[key]["val_acc"] for n in around)
+        assert all(first[format_genome(n)]["score"] <= first[key]["score"] for n in around)
     stepped = [
         e["id"] for e in events_of(tmp_path) if e["passes"] and e["passes"][0].startswith("local-step")
     ]
@@ -259,7 +259,7 @@ def test_bayes_adds_every_trial_in_order_and_asks_reproducibly(data, tmp_path):
     space = bayes.space(search)
     assert len(bayes.trials) == 3 + 2
     study = bayes.study(search, 9)
-    assert [t.value for t in study.trials] == [t["val_acc"] for t in bayes.trials]
+    assert [t.value for t in study.trials] == [t["score"] for t in bayes.trials]
     assert [decode(t.params, space) for t in study.trials] == [t["genome"] for t in bayes.trials]
     asks = [bayes.study(search, 9).ask(distributions(space)).params for _ in range(2)]
     assert asks[0] == asks[1]
@@ -293,7 +293,7 @@ def test_resume_gives_the_uninterrupted_run(strategy, data, tmp_path):
     resumed.run()
 
     def summary(s):
-        return [(m.id, m.genome, m.val_acc, m.steps) for m in s.members]
+        return [(m.id, m.genome, m.val_score, m.steps) for m in s.members]
 
     assert summary(resumed) == summary(full)
     assert resumed.strategy_state() == full.strategy_state()

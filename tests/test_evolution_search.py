@@ -64,7 +64,7 @@ def test_evolution_removes_the_loser_and_regularized_the_oldest(data, tmp_path):
         gone = set(members) - {m.id for m in evo.members}
         assert len(gone) <= 1 and parents[0] in {m.id for m in evo.members}
         if gone:  # the loser of the pair: never better than the winner
-            assert members[gone.pop()].val_acc <= members[parents[0]].val_acc
+            assert members[gone.pop()].val_score <= members[parents[0]].val_score
         oldest = reg.members[0].id
         reg.loop.step()
         assert oldest not in {m.id for m in reg.members}

@@ -119,7 +119,7 @@ def test_the_space_trains_its_candidates_without_a_table(tmp_path):
     config = SearchConfig(strategy="regularized", space="nb201", population=2, keep=1, generations=1, steps=2)
     search = new_search(config, load_dataset("synthetic"), tmp_path)
     search.run()
-    assert search.generation == 1 and all(m.steps == 2 and m.val_acc is not None for m in search.members)
+    assert search.generation == 1 and all(m.steps == 2 and m.val_score is not None for m in search.members)
     for m in search.members:  # each candidate's own weights, in the store
         assert set(m.graph.tensor_ids()) <= set(search.store)
         assert parse_cell(m.graph.metadata["nb201"]["cell"]) == tuple(m.genome.values())

@@ -92,7 +92,7 @@ def test_a_run_stopped_mid_generation_resumes_to_the_uninterrupted_result(tmp_pa
     assert resumed.generation == 1  # the generation boundary before the stop
     resumed.run()
     assert _events(tmp_path / "cut") == _events(tmp_path / "whole")
-    assert [m.val_acc for m in resumed.members] == [m.val_acc for m in whole.members]
+    assert [m.val_score for m in resumed.members] == [m.val_score for m in whole.members]
 
 
 def test_joint_train_raises_between_steps_once_asked(tmp_path, data):

@@ -179,7 +179,7 @@ def test_speciation_merges_kept_pairs_and_reseeds_the_population(data, tmp_path)
     assert len(search.members) == 4
     # The merged intermediates and every old member's tensors are freed.
     assert set(search.store) == {t for m in search.members for t in m.graph.tensor_ids()}
-    assert search.best().val_acc > 0.1
+    assert search.best().val_score > 0.1
 
 
 def test_independent_members_never_share_tensors(data, tmp_path):
@@ -235,7 +235,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(strategy, data, tmp_pat
     assert resumed.generation == 1
     resumed.run()
 
-    assert [(m.id, m.val_acc) for m in resumed.members] == [(m.id, m.val_acc) for m in whole.members]
+    assert [(m.id, m.val_score) for m in resumed.members] == [(m.id, m.val_score) for m in whole.members]
     for a, b in zip(resumed.members, whole.members, strict=True):
         assert a.passes == b.passes and a.parents == b.parents
         for ta, tb in zip(a.graph.tensor_ids(), b.graph.tensor_ids(), strict=True):

@@ -121,7 +121,7 @@ def _run_both(data, tmp_path, start):
     assert a.steps_trained == b.steps_trained == 40 and a.flops_train == b.flops_train
     assert set(a.store) == set(b.store) and set(a.optimizer.state) == set(b.optimizer.state)
     for m, n in zip(a.members, b.members, strict=True):
-        assert m.val_acc == pytest.approx(n.val_acc, abs=0.02)
+        assert m.val_score == pytest.approx(n.val_score, abs=0.02)
     return a, b
 
 

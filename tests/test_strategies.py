@@ -131,7 +131,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, strategy)
 
     assert events(tmp_path / "cut") == events(tmp_path / "full")
     assert [m.id for m in resumed.members] == [m.id for m in full.members]
-    assert [m.val_acc for m in resumed.members] == [m.val_acc for m in full.members]
+    assert [m.val_score for m in resumed.members] == [m.val_score for m in full.members]
 
 
 def test_a_space_the_strategy_cannot_search_is_refused(evoir_cli, tmp_path):

@@ -244,7 +244,7 @@ def test_a_streamed_run_stopped_mid_generation_resumes_to_the_in_memory_result(t
         return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
 
     assert events(tmp_path / "cut") == events(tmp_path / "whole")
-    assert [m.val_acc for m in resumed.members] == [m.val_acc for m in whole.members]
+    assert [m.val_score for m in resumed.members] == [m.val_score for m in whole.members]
     member = resumed.members[0]
     module = resumed.trainer.module(member)
     on_disk = evaluate(module, disk, disk.test, torch.device("cpu"), batch_size=5)

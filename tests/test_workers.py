@@ -75,8 +75,8 @@ def test_one_worker_gives_the_in_process_run(tmp_path, data, runtime, strategy):
     there = pooled(_fresh(strategy, tmp_path / "there", 3, data), data, 1)
     there.run()
     assert outcome(tmp_path / "there") == outcome(tmp_path / "here")
-    assert [(m.id, m.val_acc, m.steps) for m in there.members] == [
-        (m.id, m.val_acc, m.steps) for m in here.members
+    assert [(m.id, m.val_score, m.steps) for m in there.members] == [
+        (m.id, m.val_score, m.steps) for m in here.members
     ]
     assert (there.flops_train, there.flops_eval, there.steps_trained) == (
         here.flops_train,
@@ -123,7 +123,7 @@ def test_ne_on_two_workers_shares_each_generation_out(tmp_path, data, runtime):
     # Evaluated on the workers, not here, and as the driver would have measured it.
     assert "evaluate" not in search.seconds
     here = search.evaluations_on(search.members, data.val)
-    assert [m.val_acc for m in search.members] == [ev.accuracy for ev in here]
+    assert [m.val_score for m in search.members] == [ev.accuracy for ev in here]
     assert [search.correct[m.id].tolist() for m in search.members] == [ev.correct.tolist() for ev in here]
 
 

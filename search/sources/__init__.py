@@ -19,17 +19,19 @@ from pathlib import Path
 
 from evoir.errors import EvoirError
 
-PREFIXES = ("imagefolder", "npz", "torchvision")
+PREFIXES = ("imagefolder", "npz", "torchvision", "text")
 EXAMPLES = {
     "imagefolder": "imagefolder:~/pics",
     "npz": "npz:data.npz",
     "torchvision": "torchvision:SVHN",
+    "text": "text:novel.txt",
 }
 
 
 def parse(spec: str) -> tuple[str, str]:
     """``--dataset`` → (form, argument): ``("builtin", name)``, ``("imagefolder", path)``,
-    ``("npz", path)``, ``("torchvision", class name)`` or ``("function", "module:attr")``."""
+    ``("npz", path)``, ``("torchvision", class name)``, ``("text", path)`` (read by
+    ``search/text.py``) or ``("function", "module:attr")``."""
     form, colon, rest = spec.partition(":")
     if not colon:
         return "builtin", spec
@@ -44,7 +46,7 @@ def canonical(spec: str) -> str:
     """``spec`` with its file or folder made absolute (``~`` expanded), so that a run folder's
     config.json reads the same data from any directory."""
     form, arg = parse(spec)
-    if form in ("imagefolder", "npz"):
+    if form in ("imagefolder", "npz", "text"):
         return f"{form}:{Path(arg).expanduser().resolve()}"
     if form == "function":
         where, attr = spec.rsplit(":", 1)
