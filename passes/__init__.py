@@ -27,6 +27,7 @@ from . import (  # noqa: F401  (registration)
     remove_conv,
     remove_skip,
     reset_weights,
+    stack_blocks,
     widen,
     widen_model,
 )
