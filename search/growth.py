@@ -1,6 +1,6 @@
 """Growth studies: train a network, grow it by passes at a chosen step, keep training, and
 record the curves that the report's Figures 5–8 plot (validation and training accuracy
-against updates and against FLOPs spent).
+against updates and against FLOPs spent; for a language model its losses too).
 
 A ``GrowthRun`` is one network trained with the search's own loop (``Search.joint_train``:
 shared Adam, per-member learning rate, the seeded batch stream). ``grow`` rewrites it with
@@ -27,19 +27,23 @@ from evoir.store import TensorStore
 from .batches import BatchStream
 from .config import SearchConfig, resolve_device
 from .data import DataSet
-from .evaluate import evaluate
+from .evaluate import Evaluation, evaluate
 from .member import Member
 from .population import host_store, on_device
+from .schedule import Phase
 from .trainer import Trainer
 
 
 @dataclass
 class Curve:
-    """Accuracy against updates, FLOPs spent on training and wall time."""
+    """Accuracy (a language model's: of the next character) and, on text, the loss in nats
+    per character, against updates, FLOPs spent on training and wall time."""
 
     steps: list[int] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
     flops: list[float] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
     params: list[int] = field(default_factory=list)
@@ -53,14 +57,24 @@ class GrowthRun:
     and the one member it trains."""
 
     def __init__(
-        self, graph: Graph, store: TensorStore, data: DataSet, config: SearchConfig, train_probe: int
+        self,
+        graph: Graph,
+        store: TensorStore,
+        data: DataSet,
+        config: SearchConfig,
+        train_probe: int,
+        val_probe: int | None = None,
     ):
+        """``train_probe``: examples of the training split the curve's training figures are
+        measured on; ``val_probe``: the first examples of the validation split the curve is
+        measured on (None: all of it; ``final`` always evaluates all of it)."""
         device = torch.device(resolve_device(config.device))
         self.config = config
         self.trainer = Trainer.for_run(data, store.to(device), config, config.seed, device)
         self.member = Member("h0", graph, None, [], config.lr, config.weight_decay, born=0)
         self.data = data
         self.probe = data.train.probe(train_probe)
+        self.val = data.val if val_probe is None else data.val.probe(val_probe)
         self.curve = Curve()
         self.flops_train = 0.0
         self.wall_s = 0.0
@@ -73,9 +87,11 @@ class GrowthRun:
     def params(self) -> int:
         return analyze(self.member.graph).params
 
-    def train(self, steps: int, eval_every: int, on_step=None) -> None:
+    def train(self, steps: int, eval_every: int, on_step=None, total: int | None = None) -> None:
         """Train ``steps`` more steps, evaluating every ``eval_every`` (and at the start when
-        the curve is empty)."""
+        the curve is empty). ``total``: the schedule spans steps 0 … ``total`` of the run's
+        lineage, before and after growth (None: each stretch between evaluations is a whole
+        schedule, as with a constant rate)."""
         if not self.curve.steps:
             self.record()
         t = self.trainer
@@ -86,7 +102,8 @@ class GrowthRun:
         while done < steps:
             chunk = min(eval_every - self.steps % eval_every, steps - done)
             started = time.perf_counter()
-            t.joint_train(chunk, [self.member])
+            phase = None if total is None else Phase(self.steps, chunk, total)
+            t.joint_train(chunk, [self.member], phase=phase)
             if t.device.type == "cuda":
                 torch.cuda.synchronize(t.device)
             self.wall_s += time.perf_counter() - started
@@ -98,19 +115,31 @@ class GrowthRun:
     def record(self) -> None:
         t = self.trainer
         module = t.module(self.member)
-        val = evaluate(module, self.data, self.data.val, t.device, self.config.eval_batch_size)
+        val = evaluate(module, self.data, self.val, t.device, self.config.eval_batch_size)
         train = evaluate(module, self.data, self.probe, t.device, self.config.eval_batch_size)
-        self.member.val_score = val.accuracy
+        self.member.val_score = val.score(self.data.metric)
         c = self.curve
+        text = val.losses is not None
         if c.steps and c.steps[-1] == self.steps:  # re-evaluated after growth: keep the latest
             for series in (c.steps, c.val_acc, c.train_acc, c.flops, c.wall_s, c.params):
                 series.pop()
+            if text:
+                c.val_loss.pop()
+                c.train_loss.pop()
         c.steps.append(self.steps)
         c.val_acc.append(val.accuracy)
         c.train_acc.append(train.accuracy)
+        if text:
+            c.val_loss.append(val.loss)
+            c.train_loss.append(train.loss)
         c.flops.append(float(self.flops_train))
         c.wall_s.append(round(self.wall_s, 3))
         c.params.append(self.params())
+
+    def final(self) -> Evaluation:
+        """The network's evaluation on the whole validation split."""
+        t = self.trainer
+        return evaluate(t.module(self.member), self.data, self.data.val, t.device, self.config.eval_batch_size)
 
     def grow(self, passes: list[Pass], lr_rule: bool = True, fresh_moments: bool = False) -> None:
         """Apply ``passes`` in order, then continue as the child (a search mutation).
@@ -145,17 +174,20 @@ class GrowthRun:
         t, cfg = self.trainer, self.config
         t.stream = BatchStream(self.data, self.data.train, cfg.batch_size, seed, cfg.augment, t.device)
 
-    def fork(self, stream_seed: int) -> GrowthRun:
+    def fork(self, stream_seed: int | None = None) -> GrowthRun:
         """An independent copy (tensors, moments, counters, curve) that draws its batches from
-        a new stream seeded with ``stream_seed`` (students of one teacher see the same ones)."""
+        a new stream seeded with ``stream_seed`` (students of one teacher see the same ones),
+        or, with None, goes on with the very batches this run would draw next."""
         twin = copy.copy(self)
         t = self.trainer
         store = TensorStore()
         for tid, tensor in t.store.items():
             store.add(tid, tensor.detach().clone(), buffer=not t.store.is_parameter(tid))
         twin.trainer = Trainer(
-            self.data, store, t.settings, t.device, stream_seed=stream_seed, joint_seed=0, clock=t.clock
+            self.data, store, t.settings, t.device, stream_seed=stream_seed or 0, joint_seed=0, clock=t.clock
         )
+        if stream_seed is None:
+            twin.trainer.stream = t.stream.at(t.stream.state_dict())
         twin.trainer.optimizer = copy.deepcopy(t.optimizer)
         twin.trainer.on_step = t.on_step
         twin.member = copy.deepcopy(self.member)

@@ -1,0 +1,225 @@
+"""What growth saves on a transformer, one seed per run: a language model (``--task lm``: the
+``gpt`` template on TinyShakespeare) or, smaller, an image classifier (``--task vit``: the
+``vit`` template on CIFAR-10, accuracy instead of loss).
+
+    python -m bench.transformer_growth --task lm --seed 0 [--steps 2000] [--device cuda] [--scale nanogpt]
+    python -m bench.transformer_growth_report       # tables (mean ± std over seeds) and plots
+
+One budget of ``--steps`` training steps and one cosine schedule over it (AdamW, 5% warm-up,
+gradient norm clipped at 1; for ``lm`` nanoGPT's CPU "baby GPT" recipe: lr 1e-3, weight decay
+0.1, batch 12 × 64 characters). The arms:
+
+- ``scratch``: the large model (``lm``: 4 blocks, width 128, 4 heads of 32) trained the whole budget;
+- ``small``: the small model (``lm``: 2 blocks, width 64, 2 heads of 32) trained the whole budget;
+- grown from the small model at ¼, ½ and ¾ of the budget, then trained to its end, the
+  schedule and the optimiser state going on (every existing tensor keeps its AdamW moments
+  and step count, new tensors start fresh, the learning rate is the schedule's: no App. C.3
+  rescaling):
+  - ``grow``: ``widen-model{factor=2}`` then ``deepen`` after each block — the large
+    architecture (widen-model duplicates the heads, so the large model's 4 heads come with it),
+    less the biases of the new blocks' zero output projections and of their MLP's first layer;
+  - each alone: ``widen-model`` (2 blocks, width 128), ``deepen`` (4 blocks, width 64),
+    ``add-heads`` (2 more heads in each block, width 64);
+  - the non-preserving alternatives at the same moments: ``random-pad`` (the large
+    architecture, every new weight drawn: ``random-pad{like=widen-model}`` and
+    ``random-pad{like=deepen}``), and ``stack`` (G_stack: the trained blocks stacked on
+    themselves, 4 blocks of width 64; compare with ``deepen``);
+- at ½ only, what the optimiser and the schedule do at growth: ``deepen:fresh`` (every AdamW
+  moment reset; widen-model writes every tensor anew, so ``grow`` starts every tensor's
+  moments fresh anyway) and ``grow:lr-rule`` (App. C.3's |θ_parent|/|θ_child| on the learning
+  rate, on top of the schedule).
+
+Every arm is measured every ``--eval-every`` steps on the first ``--val-probe`` examples of the
+validation split (the curves) and at its end on all of it. The report reads off each arm the
+training FLOPs and wall time at which its curve first reaches the scratch model's final
+validation figure. Written to bench/results/transformer_growth/{task}-{scale}-seed{seed}.json
+after every arm, so a run cut short keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bench.ne_cifar import ensure_cifar
+from evoir.modelfile import atomic_write_text
+from evoir.passes.add_heads import AddHeads
+from evoir.passes.base import Pass
+from evoir.passes.deepen import Deepen
+from evoir.passes.random_pad import RandomPad
+from evoir.passes.stack_blocks import StackBlocks
+from evoir.passes.widen_model import WidenModel
+from evoir.search.config import SearchConfig
+from evoir.search.data import load_dataset
+from evoir.search.growth import GrowthRun
+from evoir.templates import TEMPLATES
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "transformer_growth"
+SHARED = ROOT.parent / "shared" / "datasets"
+# Per task and scale: (blocks, width, heads) of the small and the large model, and the recipe.
+SCALES = {
+    "lm": {
+        "baby": {"small": (2, 64, 2), "large": (4, 128, 4), "context": 64, "batch": 12, "lr": 1e-3, "wd": 0.1},
+        "nanogpt": {"small": (3, 192, 3), "large": (6, 384, 6), "context": 256, "batch": 64, "lr": 1e-3, "wd": 0.1},
+    },
+    "vit": {
+        "small": {"small": (2, 48, 2), "large": (4, 96, 4), "patch": 4, "batch": 64, "lr": 1e-3, "wd": 0.05},
+    },
+}
+KINDS = ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack")
+AT_HALF_ONLY = ("deepen:fresh", "grow:lr-rule")
+
+
+def growth_passes(kind: str, graph, seed: int) -> list[Pass]:
+    """The passes of arm ``kind`` on the small model ``graph``."""
+    ends = [n.id for n in graph.nodes if n.op == "add" and n.id.endswith(".add2")]  # each block's end
+    attentions = [n.id for n in graph.nodes if n.op == "attention"]
+    deepen = [Deepen(at=a, kernels=None, seed=seed + i) for i, a in enumerate(ends)]
+    base = kind.split(":")[0]
+    if base == "grow":
+        return [WidenModel(factor=2), *deepen]
+    if base == "widen-model":
+        return [WidenModel(factor=2)]
+    if base == "deepen":
+        return deepen
+    if base == "add-heads":
+        heads = graph.attrs_of(graph.node(attentions[0])).heads
+        return [AddHeads(at=a, heads=heads, seed=seed + i) for i, a in enumerate(attentions)]
+    if base == "random-pad":
+        drawn = [RandomPad(like="deepen", at=a, kernel=None, seed=seed + i) for i, a in enumerate(ends)]
+        return [RandomPad(like="widen-model", factor=2, seed=seed), *drawn]
+    if base == "stack":
+        return [StackBlocks(copies=2)]
+    raise ValueError(f"unknown arm {kind}")
+
+
+def network(task: str, shape: tuple[int, int, int], scale: dict, data, seed: int):
+    depth, width, heads = shape
+    kw = {"classes": data.classes, "seed": seed, "width": width, "depth": depth, "heads": heads}
+    if task == "lm":
+        return TEMPLATES["gpt"](input_shape=(scale["context"],), **kw)
+    return TEMPLATES["vit"](input_shape=data.input_shape, patch=scale["patch"], **kw)
+
+
+def arm_record(run: GrowthRun, started: float) -> dict:
+    final = run.final()
+    return {
+        **run.curve.to_json(),
+        **({"final_val_loss": final.loss} if final.losses is not None else {}),
+        "final_val_acc": final.accuracy,
+        "params": run.params(),
+        "grown": list(run.grown),
+        "train_wall_s": round(run.wall_s, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(SCALES), default="lm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", help="lm: baby (default) or nanogpt; vit: small (default)")
+    parser.add_argument("--steps", type=int, default=2000, help="the budget of every arm")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--val-probe", type=int, default=256, help="validation windows of the curves")
+    parser.add_argument("--moments", default="0.25,0.5,0.75", help="fractions of the budget to grow at")
+    parser.add_argument("--kinds", default=",".join(KINDS + AT_HALF_ONLY))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-dir", type=Path, help="lm: ../shared/datasets; vit: /tmp/evoir-cifar")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = args.task == "lm"
+    args.scale = args.scale or ("baby" if lm else "small")
+    if args.scale not in SCALES[args.task]:
+        parser.error(f"--scale {args.scale}: {args.task} has {', '.join(SCALES[args.task])}")
+    scale = SCALES[args.task][args.scale]
+    data_dir = args.data_dir or (SHARED if lm else Path("/tmp/evoir-cifar"))
+    dataset = "tinyshakespeare" if lm else "cifar10"
+    if not lm:
+        ensure_cifar(data_dir)
+    config = SearchConfig(
+        dataset=dataset,
+        data_dir=str(data_dir),
+        context=scale.get("context"),
+        batch_size=scale["batch"],
+        optimizer="adamw",
+        lr=scale["lr"],
+        weight_decay=scale["wd"],
+        schedule="cosine",
+        warmup=0.05,
+        grad_clip=1.0,
+        augment=not lm,
+        seed=args.seed,
+        device=args.device,
+        eval_batch_size=64,
+    )
+    data = load_dataset(dataset, data_dir, context=scale.get("context"), seed=args.seed)
+    budget, every = args.steps, args.eval_every
+    moments = [round(float(f) * budget) for f in args.moments.split(",")]
+    kinds = args.kinds.split(",")
+    out = args.out or RESULTS / f"{args.task}-{args.scale}-seed{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result: dict = {
+        "task": args.task,
+        "metric": data.metric.key,
+        "seed": args.seed,
+        "scale": args.scale,
+        "budget": budget,
+        "moments": moments,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "recipe": config.model_dump(
+            include={"optimizer", "lr", "weight_decay", "schedule", "warmup", "grad_clip", "batch_size", "context", "augment"}
+        ),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}",
+        "arms": {},
+    }
+
+    def save(name: str, run: GrowthRun) -> None:
+        result["arms"][name] = arm_record(run, started)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        atomic_write_text(out, json.dumps(result) + "\n")
+        c = result["arms"][name]
+        final = f"{c['final_val_loss']:.4f} nats/char" if lm else f"accuracy {c['final_val_acc']:.4f}"
+        print(
+            f"{name:22s} final val {final}, params {c['params']:,}, "
+            f"train wall {c['train_wall_s']:.0f}s, FLOPs {c['flops'][-1]:.3g} ({c['seconds']:.0f}s)",
+            flush=True,
+        )
+
+    def fresh(shape) -> GrowthRun:
+        return GrowthRun(*network(args.task, shape, scale, data, args.seed), data, config, 256, args.val_probe)
+
+    scratch = fresh(scale["large"])
+    scratch.train(budget, every, total=budget)
+    save("scratch", scratch)
+    small = fresh(scale["small"])
+    for at in moments:
+        small.train(at - small.steps, every, total=budget)
+        for kind in kinds:
+            if kind in AT_HALF_ONLY and at != round(budget / 2):
+                continue
+            run = small.fork()
+            run.grow(
+                growth_passes(kind, small.member.graph, args.seed),
+                lr_rule=kind.endswith(":lr-rule"),
+                fresh_moments=kind.endswith(":fresh"),
+            )
+            run.record()  # right after growth: a preserving growth measures as before it
+            run.train(budget - at, every, total=budget)
+            save(f"{kind}@{at}", run)
+    small.train(budget - small.steps, every, total=budget)
+    save("small", small)
+    print(f"wrote {out} ({time.perf_counter() - started:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
