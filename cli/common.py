@@ -186,7 +186,7 @@ DATASET_HELP = (
     "MODULE:ATTR or FILE.py:FN (a function returning (train, test) or (train, val, test) torch Datasets). "
     "A missing val/test split is split off the training set with --seed. "
     "Text, for language models: tinyshakespeare (input.txt under --data-dir/tinyshakespeare/) or "
-    "text:FILE (any UTF-8 file; the first 90%% trains, the last 10%% validates)."
+    "text:FILE (any UTF-8 file; the first 90% trains, the last 10% validates)."
 )
 
 

@@ -214,6 +214,8 @@ def search_cmd(out, resume, force, budget, ray_address, **options):
       evoir search --dataset cifar10 --data-dir data --initial-steps 500 --steps 500 --out runs/ne
       evoir search --dataset imagefolder:~/pics --image-size 64 -M 4 -G 5 --steps 500 --out runs/pics
       evoir search --dataset cifar10 --optimizer sgd --nesterov --lr 0.05 --schedule cosine --out runs/sgd
+      evoir search --dataset tinyshakespeare --data-dir data --optimizer adamw --schedule cosine --out runs/lm
+      evoir search --dataset text:novel.txt --context 128 --start lm.json -M 6 -G 8 --out runs/novel
       evoir search --strategy tournament --dataset cifar10 -M 10 -G 40 --steps 300 --out runs/real
       evoir search --strategy regularized --space era --era-max-blocks 3 -M 10 -G 30 --steps 400 --out runs/era
       evoir search --strategy regularized --space nb201 --fidelity table:nb201-cifar10.csv -M 10 -G 90 --out runs/nb
@@ -272,8 +274,9 @@ def _run_and_report(search, folder: Path) -> int | None:
                     description=f"generation {record['generation'] + 1}",
                     best=f"{record[f'best_val_{key}']:.4f}",
                 )
+                val = "val" if metric.higher_is_better else f"val {metric.name}"
                 click.echo(
-                    f"gen {record['generation']:3d}: best {record['best']} val {metric.name} "
+                    f"gen {record['generation']:3d}: best {record['best']} {val} "
                     f"{record[f'best_val_{key}']:.4f}, mean {record[f'mean_val_{key}']:.4f}, {record['members']} members, "
                     f"store {record['store_bytes'] / 2**20:.2f} MiB, FLOPs {human(record['flops_train'] + record['flops_eval'])}, "
                     f"{record['elapsed_s']:.0f}s"

@@ -30,7 +30,7 @@ import torch
 
 from evoir.errors import EvoirError
 
-from .dataset import DataSet, Split
+from .dataset import DataSet, Split, default_data_dir
 from .sources.images import resized
 from .sources.items import StreamedSplit
 from .sources.load import DataOptions, load_user_dataset
@@ -39,11 +39,6 @@ from .text import TINYSHAKESPEARE, Vocabulary, is_text, load_text
 __all__ = ["DATASETS", "DataSet", "Split", "StreamedSplit", "default_data_dir", "load_dataset", "synthetic"]
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic", TINYSHAKESPEARE)
-
-
-def default_data_dir() -> Path:
-    """``$EVOIR_DATA`` or ``~/.cache/evoir/data``."""
-    return Path(os.environ.get("EVOIR_DATA", Path.home() / ".cache" / "evoir" / "data"))
 
 
 # ---- reading the standard files -------------------------------------------------------------

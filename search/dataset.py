@@ -11,11 +11,18 @@ Both kinds of split give examples the same way (``take(indices)`` → raw inputs
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .metric import ACCURACY, LOSS, Metric
+
+
+def default_data_dir() -> Path:
+    """``$EVOIR_DATA`` or ``~/.cache/evoir/data``: where data sets live by default."""
+    return Path(os.environ.get("EVOIR_DATA", Path.home() / ".cache" / "evoir" / "data"))
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 from evoir.errors import EvoirError
 from evoir.graph import Graph
 
-from .dataset import DataSet, TokenSplit
+from .dataset import DataSet, TokenSplit, default_data_dir
 
 TINYSHAKESPEARE = "tinyshakespeare"
 _TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -104,8 +104,6 @@ def text_file(spec: str, data_dir: str | os.PathLike | None, download: bool = Tr
         if not path.is_file():
             raise EvoirError(f"--dataset {spec}: no such file")
         return path
-    from .data import default_data_dir
-
     folder = Path(data_dir or default_data_dir()) / TINYSHAKESPEARE
     path = folder / "input.txt"
     if not path.is_file() and download:

@@ -300,3 +300,42 @@ def test_a_saved_language_model_keeps_its_vocabulary(tmp_path):
     save_model(tmp_path / "m.json", graph, store)
     loaded, _ = load_model(tmp_path / "m.json")
     assert vocabulary_of(loaded) == Vocabulary("abcde")
+
+
+def test_a_growth_run_on_text_goes_on_with_its_batches_and_schedule(text_file):
+    from evoir.passes.add_heads import AddHeads
+    from evoir.search.config import SearchConfig
+    from evoir.search.growth import GrowthRun
+
+    data = load_text(f"text:{text_file}", context=8)
+    config = SearchConfig(
+        dataset=f"text:{text_file}", context=8, batch_size=4, optimizer="adamw", schedule="cosine", device="cpu"
+    )
+    run = GrowthRun(*small_lm(data.classes, context=8), data, config, train_probe=16, val_probe=4)
+    run.train(10, 5, total=30)
+    twin = run.fork()  # the same batches from here on
+    run.train(10, 5, total=30)
+    twin.train(10, 5, total=30)
+    assert run.curve.val_loss == twin.curve.val_loss and len(run.curve.val_loss) == 5
+    assert run.curve.steps == [0, 5, 10, 15, 20]
+    # A preserving growth measures as the network did before it.
+    grown = run.fork()
+    before = grown.curve.val_loss[-1]
+    grown.grow([AddHeads(at="b0.attn", heads=2)])
+    grown.record()
+    assert grown.curve.val_loss[-1] == pytest.approx(before, abs=1e-5) and len(grown.curve.steps) == 5
+    assert grown.final().loss == pytest.approx(run.final().loss, abs=1e-5)
+    # The schedule spans the whole budget: at its end the learning rate has come down to 0.
+    assert run.trainer.settings.schedule.factor(29, 30) < 0.01 < run.trainer.lr_factor
+
+
+def test_a_vit_searches_images_with_the_transformer_passes(evoir_cli, tmp_path):
+    r = evoir_cli(
+        "search", "--dataset", "synthetic", "--start", "vit",
+        "-M", "3", "-K", "2", "-G", "1", "--initial-steps", "20", "--steps", "10", "--out", "run",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "test accuracy" in r.out and (tmp_path / "run" / "val_accuracy.png").exists()
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    passes = {p.split("{")[0] for e in events for p in e["passes"]}
+    assert passes and passes <= set(TRANSFORMER_OPS) and all("val_acc" in e for e in events)
