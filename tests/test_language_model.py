@@ -330,8 +330,9 @@ def test_a_growth_run_on_text_goes_on_with_its_batches_and_schedule(text_file):
 
 
 def test_a_vit_searches_images_with_the_transformer_passes(evoir_cli, tmp_path):
+    evoir_cli("new", "vit", "--input", "3,16,16", "--patch", "4", "--width", "16", "--depth", "1", "--heads", "2", "-o", "vit.json")
     r = evoir_cli(
-        "search", "--dataset", "synthetic", "--start", "vit",
+        "search", "--dataset", "synthetic", "--start", "vit.json",
         "-M", "3", "-K", "2", "-G", "1", "--initial-steps", "20", "--steps", "10", "--out", "run",
     )  # fmt: skip
     assert r.code == 0, r.err
