@@ -9,6 +9,7 @@ generations ≤ 0.25 × the bytes of M independent copies.
     python -m bench.ne_cifar [--data-dir DIR] [--out bench_runs/ne-cifar] [--selection topk]
     python -m bench.ne_cifar --no-base ...      # NE only (the JSON is written as soon as it ends)
     python -m bench.ne_cifar --base-only ...    # then the base, added to that seed's JSON
+                                                # (again: only what it has not saved yet)
 
 DIR must hold cifar-10-batches-py; when it does not, the shared offline copy is materialised
 into it (../shared/datasets/cifar10/materialize.py).
@@ -84,13 +85,17 @@ def recipe_tag(config: SearchConfig) -> list[str]:
     return parts
 
 
-def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int, on_part=None) -> dict:
+def base_protocol(
+    config: SearchConfig, data, steps: int, flops_steps: int, on_part=None, done: dict | None = None
+) -> dict:
     """The base network alone with the same loop and recipe: its test accuracy every 500 steps
     (the report's protocol reports the best of these), at ``steps`` (equal steps) and at
     ``flops_steps`` (equal training FLOPs). Its schedule spans the ``steps`` of its run; with
     a schedule other than constant, equal FLOPs is a second run whose schedule spans
     ``flops_steps`` (a schedule's end is where it is meant to be evaluated), and ``on_part``
-    gets the figures at equal steps before it starts (``equal_flops`` None), to save them."""
+    gets the figures at equal steps before it starts (``equal_flops`` None), to save them.
+    ``done``: figures an earlier invocation saved that way; the equal-steps run is not
+    repeated and only the equal-FLOPs run is left to do."""
     device = torch.device(resolve_device(config.device))
     graph, store = initial_network("painter-base", data, config.seed)
     per_step = 3 * analyze(graph).flops * config.batch_size
@@ -107,16 +112,19 @@ def base_protocol(config: SearchConfig, data, steps: int, flops_steps: int, on_p
         return tested
 
     constant = config.schedule == "constant"
-    tested = run(max(steps, flops_steps) if constant else steps, every=True)
-    figures = {
-        "equal_steps": tested[steps],
-        "equal_flops": tested[flops_steps] if constant else None,
-        "equal_flops_steps": flops_steps,
-        "report_protocol": max(v for k, v in tested.items() if k <= steps),
-        "curve": {str(k): v for k, v in tested.items()},
-        "flops_per_step": per_step,
-    }
-    if not constant:
+    if done is not None and done.get("equal_flops_steps") == flops_steps and "equal_steps" in done:
+        figures = dict(done)  # the equal-steps run was saved by an earlier invocation
+    else:
+        tested = run(max(steps, flops_steps) if constant else steps, every=True)
+        figures = {
+            "equal_steps": tested[steps],
+            "equal_flops": tested[flops_steps] if constant else None,
+            "equal_flops_steps": flops_steps,
+            "report_protocol": max(v for k, v in tested.items() if k <= steps),
+            "curve": {str(k): v for k, v in tested.items()},
+            "flops_per_step": per_step,
+        }
+    if not constant and figures.get("equal_flops") is None:
         if on_part is not None:
             on_part(dict(figures))
         figures["equal_flops"] = run(flops_steps, every=False)[flops_steps]
@@ -295,7 +303,7 @@ def base_for(config: SearchConfig, data, table: dict, on_part=None) -> dict:
     per_step = 3 * analyze(base_graph).flops * config.batch_size
     total = table["steps"]
     flops_steps = max(total, round(table["flops_train_ne"] / per_step / 100) * 100)
-    return base_protocol(config, data, total, flops_steps, on_part)
+    return base_protocol(config, data, total, flops_steps, on_part, done=table.get("base"))
 
 
 def save(out: Path, table: dict) -> None:
