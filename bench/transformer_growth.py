@@ -32,7 +32,10 @@ gradient norm clipped at 1; for ``lm`` nanoGPT's CPU "baby GPT" recipe: lr 1e-3,
 Every arm is measured every ``--eval-every`` steps on the first ``--val-probe`` examples of the
 validation split (the curves) and at its end on all of it. The report reads off each arm the
 training FLOPs and wall time at which its curve first reaches the scratch model's final
-validation figure. Written to bench/results/transformer_growth/{task}-{scale}-seed{seed}.json
+validation figure. ``--budget-by flops`` gives every grown arm the FLOPs the scratch model
+spends instead of its steps: it trains more steps after growth, one cosine schedule over all
+of them (its small model's prefix is then its own, since its schedule spans its own total).
+Written to bench/results/transformer_growth/{task}-{scale}[-equal-flops]-seed{seed}.json
 after every arm, so a run cut short keeps what it finished.
 """
 
@@ -40,12 +43,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from bench.ne_cifar import ensure_cifar
+from evoir.analysis import analyze
 from evoir.modelfile import atomic_write_text
 from evoir.passes.add_heads import AddHeads
 from evoir.passes.base import Pass
@@ -56,6 +61,7 @@ from evoir.passes.widen_model import WidenModel
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.growth import GrowthRun
+from evoir.store import TensorStore
 from evoir.templates import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +112,19 @@ def network(task: str, shape: tuple[int, int, int], scale: dict, data, seed: int
     return TEMPLATES["vit"](input_shape=data.input_shape, patch=scale["patch"], **kw)
 
 
+def apply_all(passes: list[Pass], graph, store):
+    """The graph ``passes`` make of ``graph`` (to count its FLOPs before growing)."""
+    full = TensorStore()
+    for tid, t in store.items():
+        full.add(tid, t, buffer=not store.is_parameter(tid))
+    for p in passes:
+        result = p(graph, full)
+        for tid, t in result.added.items():
+            full.add(tid, t, buffer=not result.added.is_parameter(tid))
+        graph = result.graph
+    return graph
+
+
 def arm_record(run: GrowthRun, started: float) -> dict:
     final = run.final()
     return {
@@ -129,6 +148,13 @@ def main() -> None:
     parser.add_argument("--val-probe", type=int, default=256, help="validation windows of the curves")
     parser.add_argument("--moments", default="0.25,0.5,0.75", help="fractions of the budget to grow at")
     parser.add_argument("--kinds", default=",".join(KINDS + AT_HALF_ONLY))
+    parser.add_argument(
+        "--budget-by",
+        choices=["steps", "flops"],
+        default="steps",
+        help="every arm's budget: --steps steps, or the FLOPs the scratch model spends in them (a grown "
+        "arm then trains more steps, its schedule spanning them all)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data-dir", type=Path, help="lm: ../shared/datasets; vit: /tmp/evoir-cifar")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -165,14 +191,15 @@ def main() -> None:
     budget, every = args.steps, args.eval_every
     moments = [round(float(f) * budget) for f in args.moments.split(",")]
     kinds = args.kinds.split(",")
-    out = args.out or RESULTS / f"{args.task}-{args.scale}-seed{args.seed}.json"
+    by = "" if args.budget_by == "steps" else "-equal-flops"
+    out = args.out or RESULTS / f"{args.task}-{args.scale}{by}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result: dict = {
         "task": args.task,
         "metric": data.metric.key,
         "seed": args.seed,
-        "scale": args.scale,
+        "scale": args.scale + ("" if args.budget_by == "steps" else " equal-FLOPs"),
         "budget": budget,
         "moments": moments,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -202,19 +229,26 @@ def main() -> None:
     scratch.train(budget, every, total=budget)
     save("scratch", scratch)
     small = fresh(scale["small"])
+    flops_budget = analyze(scratch.member.graph).flops * budget  # forward FLOPs per example × steps
     for at in moments:
         small.train(at - small.steps, every, total=budget)
         for kind in kinds:
             if kind in AT_HALF_ONLY and at != round(budget / 2):
                 continue
-            run = small.fork()
-            run.grow(
-                growth_passes(kind, small.member.graph, args.seed),
-                lr_rule=kind.endswith(":lr-rule"),
-                fresh_moments=kind.endswith(":fresh"),
-            )
+            passes = growth_passes(kind, small.member.graph, args.seed)
+            total = budget
+            if args.budget_by == "flops":  # as many steps as the scratch model's FLOPs buy
+                grown = analyze(apply_all(passes, small.member.graph, small.trainer.store)).flops
+                before = analyze(small.member.graph).flops * at
+                total = at + math.ceil((flops_budget - before) / grown)
+                parent = fresh(scale["small"])  # its own prefix: the schedule spans its own total
+                parent.train(at, every, total=total)
+            else:
+                parent = small
+            run = parent.fork()
+            run.grow(passes, lr_rule=kind.endswith(":lr-rule"), fresh_moments=kind.endswith(":fresh"))
             run.record()  # right after growth: a preserving growth measures as before it
-            run.train(budget - at, every, total=budget)
+            run.train(total - at, every, total=total)
             save(f"{kind}@{at}", run)
     small.train(budget - small.steps, every, total=budget)
     save("small", small)
