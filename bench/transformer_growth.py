@@ -55,13 +55,13 @@ from evoir.modelfile import atomic_write_text
 from evoir.passes.add_heads import AddHeads
 from evoir.passes.base import Pass
 from evoir.passes.deepen import Deepen
+from evoir.passes.manager import PassManager
 from evoir.passes.random_pad import RandomPad
 from evoir.passes.stack_blocks import StackBlocks
 from evoir.passes.widen_model import WidenModel
 from evoir.search.config import SearchConfig
 from evoir.search.data import load_dataset
 from evoir.search.growth import GrowthRun
-from evoir.store import TensorStore
 from evoir.templates import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,19 +110,6 @@ def network(task: str, shape: tuple[int, int, int], scale: dict, data, seed: int
     if task == "lm":
         return TEMPLATES["gpt"](input_shape=(scale["context"],), **kw)
     return TEMPLATES["vit"](input_shape=data.input_shape, patch=scale["patch"], **kw)
-
-
-def apply_all(passes: list[Pass], graph, store):
-    """The graph ``passes`` make of ``graph`` (to count its FLOPs before growing)."""
-    full = TensorStore()
-    for tid, t in store.items():
-        full.add(tid, t, buffer=not store.is_parameter(tid))
-    for p in passes:
-        result = p(graph, full)
-        for tid, t in result.added.items():
-            full.add(tid, t, buffer=not result.added.is_parameter(tid))
-        graph = result.graph
-    return graph
 
 
 def arm_record(run: GrowthRun, started: float) -> dict:
@@ -238,7 +225,7 @@ def main() -> None:
             passes = growth_passes(kind, small.member.graph, args.seed)
             total = budget
             if args.budget_by == "flops":  # as many steps as the scratch model's FLOPs buy
-                grown = analyze(apply_all(passes, small.member.graph, small.trainer.store)).flops
+                grown = analyze(PassManager(passes).run(small.member.graph, small.trainer.store).graph).flops
                 before = analyze(small.member.graph).flops * at
                 total = at + math.ceil((flops_budget - before) / grown)
                 parent = fresh(scale["small"])  # its own prefix: the schedule spans its own total

@@ -90,10 +90,6 @@ class TokenSplit:
         n = max(1, min(n, (len(self.tokens) - 1) // self.context))
         return TokenSplit(self.tokens[: n * self.context + 1], self.context, self.context)
 
-    def targets(self) -> torch.Tensor:
-        """Every window's targets, in order, flattened: what an evaluation scores."""
-        return self.take(torch.arange(len(self)))[1].reshape(-1)
-
 
 @dataclass
 class DataSet:

@@ -6,6 +6,7 @@ probabilities as they go, ``evaluate_mixture``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -58,33 +59,42 @@ def evaluate(
     return evaluate_population(module, 1, data, split, device, batch_size)[0]
 
 
+def _rows(
+    module: torch.nn.Module, data: DataSet, split: Split | TokenSplit, device, batch_size: int
+) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Every batch of ``split`` through ``module`` in eval mode (its mode restored after): each
+    member's logits as one row per target (a language model's (B, T, V) → (B·T, V)), and the
+    targets (B·T,). Inference tensors stay inside: the callers' torch.cat makes ordinary ones,
+    which the hierarchical head may train on."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            for x, y in batches(data, split, batch_size, device):
+                outs = module(x)
+                y = y.reshape(-1)
+                yield [o.float().reshape(len(y), -1) for o in (outs if isinstance(outs, tuple) else (outs,))], y
+    finally:
+        module.train(was_training)
+
+
 def evaluate_population(
     module: torch.nn.Module, count: int, data: DataSet, split: Split | TokenSplit, device, batch_size: int = 64
 ) -> list[Evaluation]:
     """``evaluate`` for a module whose forward returns ``count`` outputs, one per member (a
     population from ``lower_population``; one output is a population of one): every batch
     runs once for all of them."""
-    was_training = module.training
-    module.eval()
     text = isinstance(split, TokenSplit)
     probs: list[list[torch.Tensor]] = [[] for _ in range(count)]
     correct: list[list[torch.Tensor]] = [[] for _ in range(count)]
     losses: list[list[torch.Tensor]] = [[] for _ in range(count)]
-    # Inference tensors stay inside: the torch.cat below makes ordinary ones, which the
-    # hierarchical head may train on.
-    with torch.inference_mode():
-        for x, y in batches(data, split, batch_size, device):
-            outs = module(x)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            y = y.reshape(-1)
-            for k, out in enumerate(outs):
-                logits = out.float().reshape(len(y), -1)  # (B, T, V) → one row per token
-                correct[k].append((logits.argmax(dim=1) == y).cpu())
-                if text:
-                    losses[k].append(F.cross_entropy(logits, y, reduction="none").cpu())
-                else:
-                    probs[k].append(torch.softmax(logits, dim=1).cpu())
-    module.train(was_training)
+    for logits_of, y in _rows(module, data, split, device, batch_size):
+        for k, logits in enumerate(logits_of):
+            correct[k].append((logits.argmax(dim=1) == y).cpu())
+            if text:
+                losses[k].append(F.cross_entropy(logits, y, reduction="none").cpu())
+            else:
+                probs[k].append(torch.softmax(logits, dim=1).cpu())
     if text:
         return [Evaluation(torch.cat(c), None, losses=torch.cat(ls)) for c, ls in zip(correct, losses, strict=True)]
     return [Evaluation(torch.cat(c), torch.cat(p)) for c, p in zip(correct, probs, strict=True)]
@@ -96,19 +106,12 @@ def evaluate_mixture(
     """The ensemble of the members of ``module`` (a population, as ``evaluate_population``'s):
     the mean of their probabilities, evaluated batch by batch, so that no member's
     probabilities over the whole split are ever held (a language model's would not fit)."""
-    was_training = module.training
-    module.eval()
     correct, losses = [], []
-    with torch.inference_mode():
-        for x, y in batches(data, split, batch_size, device):
-            outs = module(x)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            y = y.reshape(-1)
-            logp = torch.stack([F.log_softmax(o.float().reshape(len(y), -1), dim=1) for o in outs])
-            mean_logp = torch.logsumexp(logp, dim=0) - math.log(len(outs))  # log of the mean p
-            correct.append((mean_logp.argmax(dim=1) == y).cpu())
-            losses.append(-mean_logp.gather(1, y[:, None]).squeeze(1).cpu())
-    module.train(was_training)
+    for logits_of, y in _rows(module, data, split, device, batch_size):
+        logp = torch.stack([F.log_softmax(logits, dim=1) for logits in logits_of])
+        mean_logp = torch.logsumexp(logp, dim=0) - math.log(len(logits_of))  # log of the mean p
+        correct.append((mean_logp.argmax(dim=1) == y).cpu())
+        losses.append(-mean_logp.gather(1, y[:, None]).squeeze(1).cpu())
     return Evaluation(torch.cat(correct), None, losses=torch.cat(losses))
 
 

@@ -18,7 +18,7 @@ from evoir.errors import EvoirError
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
-from .text import Vocabulary, vocabulary_of
+from .text import Vocabulary, token_window, vocabulary_of
 
 
 def language_model(graph: Graph, where: str) -> tuple[int, Vocabulary]:
@@ -29,10 +29,7 @@ def language_model(graph: Graph, where: str) -> tuple[int, Vocabulary]:
         raise EvoirError(
             f"{where} has no vocabulary: train it on text first (evoir train {where} --dataset text:FILE)"
         )
-    inputs = [n.type for n in graph.input_nodes]
-    if len(inputs) != 1 or len(inputs[0].shape) != 1 or inputs[0].dtype != "int64":
-        raise EvoirError(f"{where}: takes {[list(t.shape) for t in inputs]}, not a window of token ids")
-    (context,) = inputs[0].shape
+    context = token_window(graph, where)
     outputs = [n.type.shape for n in graph.output_nodes]
     if outputs != [(context, len(vocab))]:
         raise EvoirError(f"{where}: gives {outputs}, not next-character logits ({context}, {len(vocab)})")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from evoir.errors import EvoirError
 from evoir.graph import Graph
-from evoir.modelfile import load_model
+from evoir.modelfile import load_graph, load_model
 from evoir.store import TensorStore
 from evoir.templates import TEMPLATES
 
 from .data import DataSet
-from .text import TextData, Vocabulary, vocabulary_of, with_vocabulary
+from .text import TextData, Vocabulary, token_window, vocabulary_of, with_vocabulary
 
 
 def initial_network(start: str, data: DataSet, seed: int) -> tuple[Graph, TensorStore]:
@@ -52,9 +52,5 @@ def _with_data_vocabulary(graph: Graph, data: DataSet) -> Graph:
 def model_text(path: Path) -> tuple[int, Vocabulary | None]:
     """The context length a language model file takes and the vocabulary it was trained with
     (None when it was not trained on text yet)."""
-    graph, _ = load_model(path)
-    inputs = [n.type for n in graph.input_nodes]
-    if len(inputs) != 1 or len(inputs[0].shape) != 1 or inputs[0].dtype != "int64":
-        shapes = [list(t.shape) for t in inputs]
-        raise EvoirError(f"{path}: takes {shapes}, not a window of token ids (T,): not a language model")
-    return inputs[0].shape[0], vocabulary_of(graph)
+    graph = load_graph(path)  # the weights are not needed here
+    return token_window(graph, str(path)), vocabulary_of(graph)

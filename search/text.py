@@ -69,6 +69,16 @@ def vocabulary_of(graph: Graph) -> Vocabulary | None:
     return Vocabulary(chars) if isinstance(chars, str) and chars else None
 
 
+def token_window(graph: Graph, where: str) -> int:
+    """The context a language model takes: its one input is a window of int64 token ids (T,).
+    Any other model is one ``EvoirError`` naming what it takes."""
+    inputs = [n.type for n in graph.input_nodes]
+    if len(inputs) != 1 or len(inputs[0].shape) != 1 or inputs[0].dtype != "int64":
+        shapes = [list(t.shape) for t in inputs]
+        raise EvoirError(f"{where}: takes {shapes}, not a window of token ids (T,): not a language model")
+    return inputs[0].shape[0]
+
+
 def with_vocabulary(graph: Graph, vocab: Vocabulary) -> Graph:
     """``graph`` with ``vocab`` in its metadata (passes carry metadata on)."""
     return graph.model_copy(update={"metadata": {**graph.metadata, "vocab": vocab.chars}})
