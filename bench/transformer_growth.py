@@ -20,6 +20,10 @@ gradient norm clipped at 1; for ``lm`` nanoGPT's CPU "baby GPT" recipe: lr 1e-3,
     less the biases of the new blocks' zero output projections and of their MLP's first layer;
   - each alone: ``widen-model`` (2 blocks, width 128), ``deepen`` (4 blocks, width 64),
     ``add-heads`` (2 more heads in each block, width 64);
+  - ``grow:noisy`` and ``widen-model:noisy``: the same with widen-model's cancelling noise
+    (``noise=1``). Tiled copies get the same gradients and the same AdamW updates, so without
+    it the widened model keeps computing the small one's function with every channel twice:
+    only the new blocks' insides are wider;
   - the non-preserving alternatives at the same moments: ``random-pad`` (the large
     architecture, every new weight drawn: ``random-pad{like=widen-model}`` and
     ``random-pad{like=deepen}``), and ``stack`` (G_stack: the trained blocks stacked on
@@ -36,7 +40,8 @@ validation figure. ``--budget-by flops`` gives every grown arm the FLOPs the scr
 spends instead of its steps: it trains more steps after growth, one cosine schedule over all
 of them (its small model's prefix is then its own, since its schedule spans its own total).
 Written to bench/results/transformer_growth/{task}-{scale}[-equal-flops]-seed{seed}.json
-after every arm, so a run cut short keeps what it finished.
+after every arm. Run again, it trains only the arms that file lacks: a run cut short goes on,
+and ``--kinds`` adds arms to a finished one.
 """
 
 from __future__ import annotations
@@ -77,8 +82,11 @@ SCALES = {
         "small": {"small": (2, 48, 2), "large": (4, 96, 4), "patch": 4, "batch": 64, "lr": 1e-3, "wd": 0.05},
     },
 }
-KINDS = ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack")
+KINDS = ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack", "grow:noisy", "widen-model:noisy")
 AT_HALF_ONLY = ("deepen:fresh", "grow:lr-rule")
+NOISY = 1.0
+"""``widen-model``'s cancelling noise in the ``:noisy`` arms: its widest (each copy's share of a
+weight drawn within [0, 2]·W/k), so that training tells the copies apart soonest."""
 
 
 def growth_passes(kind: str, graph, seed: int) -> list[Pass]:
@@ -87,10 +95,11 @@ def growth_passes(kind: str, graph, seed: int) -> list[Pass]:
     attentions = [n.id for n in graph.nodes if n.op == "attention"]
     deepen = [Deepen(at=a, kernels=None, seed=seed + i) for i, a in enumerate(ends)]
     base = kind.split(":")[0]
+    widen = WidenModel(factor=2, noise=NOISY if kind.endswith(":noisy") else 0.0, seed=seed)
     if base == "grow":
-        return [WidenModel(factor=2), *deepen]
+        return [widen, *deepen]
     if base == "widen-model":
-        return [WidenModel(factor=2)]
+        return [widen]
     if base == "deepen":
         return deepen
     if base == "add-heads":
@@ -123,6 +132,16 @@ def arm_record(run: GrowthRun, started: float) -> dict:
         "train_wall_s": round(run.wall_s, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def finished_arms(out: Path, result: dict) -> dict:
+    """The arms ``out`` already holds when it is a run of the same task, scale, seed and budget."""
+    try:
+        previous = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
+    same = all(previous.get(key) == result[key] for key in ("task", "scale", "seed", "budget"))
+    return dict(previous.get("arms", {})) if same else {}
 
 
 def main() -> None:
@@ -212,16 +231,20 @@ def main() -> None:
     def fresh(shape) -> GrowthRun:
         return GrowthRun(*network(args.task, shape, scale, data, args.seed), data, config, 256, args.val_probe)
 
+    done = finished_arms(out, result)  # a run cut short, or one adding arms: only what is missing
+    result["arms"].update(done)
     scratch = fresh(scale["large"])
-    scratch.train(budget, every, total=budget)
-    save("scratch", scratch)
+    if "scratch" not in done:
+        scratch.train(budget, every, total=budget)
+        save("scratch", scratch)
     small = fresh(scale["small"])
     flops_budget = analyze(scratch.member.graph).flops * budget  # forward FLOPs per example × steps
     for at in moments:
+        todo = [k for k in kinds if f"{k}@{at}" not in done and (k not in AT_HALF_ONLY or at == round(budget / 2))]
+        if not todo:
+            continue
         small.train(at - small.steps, every, total=budget)
-        for kind in kinds:
-            if kind in AT_HALF_ONLY and at != round(budget / 2):
-                continue
+        for kind in todo:
             passes = growth_passes(kind, small.member.graph, args.seed)
             total = budget
             if args.budget_by == "flops":  # as many steps as the scratch model's FLOPs buy
@@ -237,8 +260,9 @@ def main() -> None:
             run.record()  # right after growth: a preserving growth measures as before it
             run.train(total - at, every, total=total)
             save(f"{kind}@{at}", run)
-    small.train(budget - small.steps, every, total=budget)
-    save("small", small)
+    if "small" not in done:
+        small.train(budget - small.steps, every, total=budget)
+        save("small", small)
     print(f"wrote {out} ({time.perf_counter() - started:.0f}s)")
 
 

@@ -15,6 +15,14 @@ function (Samragh et al. 2024, "Scaling smart"):
   a head whose weight IS the embedding's table (tied) reads the tiled table and its logits
   are multiplied by 1/k (a ``constant_scale`` node).
 
+Copies stay copies under training: each copy of a channel is read by the same weights and
+written by the same weights, so its gradient is the same and no optimiser that acts element
+by element ever tells them apart (the widened network learns as the original, only the float
+rounding and dropout break the tie). ``noise`` > 0 breaks it at once and keeps the function
+(HyperCloning's noisy expansion): every weight reading a widened value gets k noise blocks
+η₁…η_k, one per copy of its input, that sum to zero, so Σᵢ (W/k + ηᵢ) x = W x; each output row
+(each copy of a head too) draws its own. The noise's std is ``noise`` × the std of W/k.
+
 Every tensor the widened network uses is new; the store is not edited. In train mode dropout
 draws an independent mask for each copy, so the function is kept in eval mode (and in train
 mode too when the network has no dropout). Values whose channels a tiling cannot follow
@@ -24,6 +32,8 @@ a widened value) are refused by name.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -83,6 +93,40 @@ def _columns(t: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([t] * k, dim=1) / k if k > 1 else t.clone()
 
 
+READS_COPIES = ("weight", "qkv_weight", "q_weight", "k_weight", "v_weight", "o_weight")
+"""The roles of the weights that read their input as ``_columns`` tiles it."""
+
+
+def reads_through_columns(graph: Graph, node: Node) -> bool:
+    """Whether ``node``'s weights read a widened input as ``_columns`` tiles it: a linear,
+    an attention, a conv that is not grouped (a grouped conv's group reads one copy)."""
+    if node.op == "conv2d":
+        return graph.attrs_of(node).groups == 1
+    return node.op in ("linear", "attention")
+
+
+def _cancelling_noise(w: torch.Tensor, k: int, relative: float, generator: torch.Generator) -> torch.Tensor:
+    """``w`` (rows, k·C, …): k equal blocks W/k along the columns, read by k copies of a value.
+    Returns k blocks that differ and still sum to W exactly, in ``w``'s own floating point."""
+    c = w.shape[1] // k
+    parts = [w[:, :c] * k]  # W itself: 1/k is a power of two, so this is exact
+    while len(parts) < k:
+        parts = [half for p in parts for half in _split(p, relative, generator)]
+    return torch.cat(parts, dim=1)
+
+
+def _split(w: torch.Tensor, relative: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, w − a) with a = (w/2)(1 + δ), δ ~ N(0, relative²) clipped to [−1, 1], rounded to the
+    grid of w's own last bit: a and w − a then lie between 0 and w on that grid, so both are
+    exact in w's dtype and their sum is w without rounding (a noise added to w/2 would not be)."""
+    delta = (torch.randn(w.shape, generator=generator, dtype=torch.float64) * relative).clamp(-1.0, 1.0)
+    info = torch.finfo(w.dtype)
+    _, exponent = torch.frexp(w.double())  # w = m·2^e, ½ ≤ |m| < 1: its last bit is 2^(e−1)·eps
+    ulp = (torch.ldexp(torch.full_like(delta, info.eps / 2), exponent)).clamp(min=info.smallest_normal * info.eps)
+    a = (w.double() * (1 + delta) / 2 / ulp).round() * ulp
+    return a.to(w.dtype), (w.double() - a).to(w.dtype)
+
+
 @register_pass
 @dataclass(frozen=True)
 class WidenModel(Pass):
@@ -94,9 +138,16 @@ class WidenModel(Pass):
     preserves: ClassVar[Preserves] = Preserves.EVAL
 
     factor: int = option(2, "k, a power of two: every hidden width becomes k times as wide")
-    seed: int = option(0, "unused (the construction draws nothing); kept so that every pass line has the same shape")
+    noise: float = option(
+        0.0,
+        "std of a noise that cancels across the copies, on every weight reading a widened value, "
+        "relative to that weight's std (the function is kept; > 0 lets training tell the copies apart)",
+    )
+    seed: int = option(0, "seed of the noise")
 
     def __post_init__(self):
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise PassError(f"{self.line()}: noise must be a finite number ≥ 0, got {self.noise}")
         if self.factor < 2 or self.factor & (self.factor - 1):
             # W/k summed k times gives W back exactly in binary floating point only then
             raise PassError(
@@ -111,6 +162,7 @@ class WidenModel(Pass):
         copies: dict[str, int] = {}  # node id → how many copies its value holds (1 or k)
         widened: dict[str, tuple[str, torch.Tensor]] = {}  # old tensor id → (new id, value)
         renamed: dict[str, str] = {}  # a tied head → the node scaling its logits
+        shared = Counter(t for n in graph.nodes for t in n.params.values())
         nodes: list[Node] = []
         for node in graph.nodes:
             inputs = tuple(renamed.get(i, i) for i in node.inputs)
@@ -121,6 +173,7 @@ class WidenModel(Pass):
             m_out = 1 if node.id in finals else k if node.op in LAYERS else m_in
             self._check_follows(graph, node, m_in)
             attrs, tensors = widened_tensors(graph, rw, node, m_in, m_out)
+            noisy = self.noise > 0 and m_in > 1 and reads_through_columns(graph, node)
             params, tied = dict(node.params), False
             for role, value in tensors.items():
                 old = node.params[role]
@@ -133,6 +186,8 @@ class WidenModel(Pass):
                         )
                     params[role] = new_id
                     continue
+                if noisy and role in READS_COPIES and shared[old] == 1:  # a tied table stays tied
+                    value = _cancelling_noise(value, m_in, self.noise, rw.generator)
                 new_id = rw.fresh_tensor_id(f"{old}.x{k}")
                 rw.added.add(new_id, value, buffer=not rw.store_is_parameter(old))
                 widened[old] = (new_id, value)

@@ -207,6 +207,44 @@ def test_widen_model_widens_a_cnn_too():
     assert result.graph.node("fc").type == graph.node("fc").type
 
 
+@pytest.mark.parametrize("name", sorted(STARTS))
+@pytest.mark.parametrize("factor", [2, 4])
+def test_widen_model_noise_parts_the_copies_and_keeps_the_function_exactly(name, factor):
+    graph, store = STARTS[name]()
+    result, view = apply(f"widen-model{{factor={factor},noise=1,seed=3}}", graph, store)
+    check(graph, store, result, view, proven=False)  # float64 to rounding: the parts sum to W exactly
+    tied = {n.params["weight"] for n in graph.nodes if n.op == "embedding"}
+    for node in graph.nodes:
+        if node.op != "linear" or node.params["weight"] in tied:
+            continue
+        w, new = store[node.params["weight"]], view[result.graph.node(node.id).params["weight"]]
+        if new.shape[1] == w.shape[1]:
+            continue  # reads the unwidened value (a ViT's patch projection)
+        parts = new.detach().double().reshape(new.shape[0], factor, w.shape[1]).unbind(1)
+        assert torch.equal(sum(parts)[: w.shape[0]], w.detach().double())  # no rounding
+        assert not torch.equal(parts[0], parts[1])
+    if name == "gpt-swiglu-tied":
+        assert result.graph.node("head").params["weight"] == result.graph.node("wte").params["weight"]
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_only_the_noise_lets_training_tell_the_copies_apart(noise):
+    graph, store = STARTS["gpt"]()
+    result, view = apply(f"widen-model{{factor=2,noise={noise}}}", graph, store)
+    module = lower(result.graph, view)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
+    tokens = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randint(0, 11, (4, 6), generator=tokens)
+        loss = torch.nn.functional.cross_entropy(module(x).flatten(0, 1), x.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    table = view[result.graph.node("wte").params["weight"]].detach()
+    apart = (table[:, :16] - table[:, 16:]).abs().max().item()
+    assert (apart == 0.0) if noise == 0 else (apart > 1e-3)  # tiled copies get the same updates
+
+
 def test_widen_model_refuses_what_copies_cannot_follow():
     with pytest.raises(PassError, match="power of two"):
         parse_pass("widen-model{factor=3}")
