@@ -18,6 +18,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from bench.transformer_growth import AT_HALF_ONLY, KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "transformer_growth"
 
@@ -65,7 +67,13 @@ def arm_order(runs: list[dict]) -> list[str]:
     for d in runs:
         names += [a for a in d["arms"] if a not in names]
     first = [n for n in ("scratch", "small") if n in names]
-    return first + [n for n in names if n not in first]
+    order = list(KINDS + AT_HALF_ONLY)
+
+    def place(name: str) -> tuple[int, int, str]:  # by moment, then as the bench lists its kinds
+        kind, _, at = name.rpartition("@")
+        return (int(at), order.index(kind) if kind in order else len(order), kind)
+
+    return first + sorted((n for n in names if n not in first), key=place)
 
 
 def table(task: str, scale: str, runs: list[dict]) -> list[str]:
@@ -115,8 +123,9 @@ def plots(task: str, scale: str, runs: list[dict], folder: Path) -> list[Path]:
     half = round(runs[0]["budget"] / 2)
     written = []
     groups = {
-        "at-half": ["scratch", "small"] + [f"{k}@{half}" for k in ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack")],
-        "moments": ["scratch", "small"] + [f"grow@{m}" for m in runs[0]["moments"]] + [f"random-pad@{m}" for m in runs[0]["moments"]],
+        "at-half": ["scratch", "small"] + [f"{k}@{half}" for k in KINDS],
+        "moments": ["scratch", "small"]
+        + [f"{k}@{m}" for k in ("grow", "grow:noisy", "random-pad") for m in runs[0]["moments"]],
     }
     for group, names in groups.items():
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
