@@ -51,7 +51,7 @@ class RandomPad(Pass):
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         generator = torch.Generator().manual_seed(self.seed + 1)
         if self.like == "widen-model":
-            grown = WidenModel(factor=self.factor).run(graph, store)
+            grown = WidenModel(factor=self.factor, noise=0.0).run(graph, store)  # the tiled values lead
             added = padded_randomly(graph, store, grown, generator)
             return PassResult(grown.graph, added, True, self, {})
         kw = dict(at=self.at, channels=self.channels, seed=self.seed)

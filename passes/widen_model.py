@@ -18,10 +18,13 @@ function (Samragh et al. 2024, "Scaling smart"):
 Copies stay copies under training: each copy of a channel is read by the same weights and
 written by the same weights, so its gradient is the same and no optimiser that acts element
 by element ever tells them apart (the widened network learns as the original, only the float
-rounding and dropout break the tie). ``noise`` > 0 breaks it at once and keeps the function
-(HyperCloning's noisy expansion): every weight reading a widened value gets k noise blocks
-η₁…η_k, one per copy of its input, that sum to zero, so Σᵢ (W/k + ηᵢ) x = W x; each output row
-(each copy of a head too) draws its own. The noise's std is ``noise`` × the std of W/k.
+rounding and dropout break the tie). ``noise`` > 0 (the default) breaks it at once and keeps
+the function (HyperCloning's noisy expansion, made exact): every weight W reading a widened
+value is split into k different parts, one per copy of its input, that sum to W, so
+Σᵢ Wᵢ x = W x. Each part is (W/k)(1 + δ), δ ~ N(0, noise²) clipped to [−1, 1], split in halves
+recursively and rounded to W's own last bit, so every part and their sum are exact in W's
+dtype (an additive noise W/k ± η would round). Each output row (each copy of a head too)
+draws its own.
 
 Every tensor the widened network uses is new; the store is not edited. In train mode dropout
 draws an independent mask for each copy, so the function is kept in eval mode (and in train
@@ -139,9 +142,9 @@ class WidenModel(Pass):
 
     factor: int = option(2, "k, a power of two: every hidden width becomes k times as wide")
     noise: float = option(
-        0.0,
+        1.0,
         "std of a noise that cancels across the copies, on every weight reading a widened value, "
-        "relative to that weight's std (the function is kept; > 0 lets training tell the copies apart)",
+        "relative to W/k (the function is kept; 0: exact copies, which training never tells apart)",
     )
     seed: int = option(0, "seed of the noise")
 
