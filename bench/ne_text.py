@@ -10,7 +10,9 @@ the whole run with 5% warm-up, gradient norm clipped at 1), and NE's mutations a
 transformer passes (add-heads, MLP widen, deepen, widen-model). The text is split 85 / 10 / 5
 (train, validation, test): members are selected on the validation part and reported on the
 held-out test part. The base trains N_i + G·N_j steps, as many as NE's joint training.
-Written to bench/results/ne_text/seed{seed}.json.
+Written to bench/results/ne_text/seed{seed}.json (``--tag T``: seed{seed}-T.json, a variant
+the report lists apart). ``seed{N}-copies.json`` are runs from before widen-model's noise was
+its default: its copies never separated in training.
 """
 
 from __future__ import annotations
@@ -111,21 +113,25 @@ def run_base(config: SearchConfig, data) -> dict:
 
 
 def report(results: Path) -> None:
-    runs = [json.loads(f.read_text()) for f in sorted(results.glob("seed*.json"))]
-    if not runs:
+    variants: dict[str, list[dict]] = {}
+    for f in sorted(results.glob("seed*.json")):
+        tag = f.stem.partition("-")[2]
+        variants.setdefault(tag, []).append(json.loads(f.read_text()))
+    if not variants:
         raise SystemExit(f"no results under {results}")
+    for tag, runs in sorted(variants.items()):
 
-    def ms(key: str) -> str:
-        values = [r[key] for r in runs if key in r]
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.4f} ± {sd:.4f} (n={len(values)})"
+        def ms(key: str, runs: list[dict] = runs) -> str:
+            values = [r[key] for r in runs if key in r]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.fmean(values):.4f} ± {sd:.4f} (n={len(values)})"
 
-    print(f"test loss (nats/char), seeds {[r['seed'] for r in runs]}:")
-    for label, key in (("base, equal steps", "base_test"), ("NE best", "ne_best_test"), ("NE ensemble", "ensemble_test")):
-        print(f"  {label:18s} {ms(key)}")
-    gains = [r["base_test"] - r["ne_best_test"] for r in runs if "base_test" in r]
-    if gains:
-        print(f"  NE best below the base by {statistics.fmean(gains):.4f} nats/char on average")
+        print(f"{tag or 'default'}: test loss (nats/char), seeds {[r['seed'] for r in runs]}:")
+        for label, key in (("base, equal steps", "base_test"), ("NE best", "ne_best_test"), ("NE ensemble", "ensemble_test")):
+            print(f"  {label:18s} {ms(key)}")
+        gains = [r["base_test"] - r["ne_best_test"] for r in runs if "base_test" in r]
+        if gains:
+            print(f"  NE best below the base by {statistics.fmean(gains):.4f} nats/char on average")
 
 
 def main() -> None:
@@ -143,6 +149,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--run-dir", type=Path, default=ROOT / "bench_runs" / "ne-text")
     parser.add_argument("--report", action="store_true", help="print the table of the seeds run so far")
+    parser.add_argument("--tag", default="", help="a variant's name: results go to seed{N}-{tag}.json")
     args = parser.parse_args()
     if args.report:
         report(RESULTS)
@@ -157,7 +164,7 @@ def main() -> None:
     figures |= run_base(config, data)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"seed{args.seed}.json"
+    out = RESULTS / f"seed{args.seed}{'-' + args.tag if args.tag else ''}.json"
     atomic_write_text(out, json.dumps(figures) + "\n")
     print(
         f"test loss: NE best {figures['ne_best_test']:.4f}, ensemble {figures['ensemble_test']:.4f}, "
