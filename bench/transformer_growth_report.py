@@ -112,6 +112,31 @@ def table(task: str, scale: str, runs: list[dict]) -> list[str]:
     return lines
 
 
+COLOURS = {
+    "grow": "C0",
+    "grow:noisy": "C2",
+    "random-pad": "C3",
+    "widen-model": "C1",
+    "widen-model:noisy": "C8",
+    "deepen": "C4",
+    "stack": "C5",
+    "add-heads": "C6",
+    "deepen:fresh": "C7",
+    "grow:lr-rule": "C9",
+}
+
+
+def line_style(name: str, group: str, moments: list[int]) -> dict:
+    """A colour per kind of arm; in the plot of the moments, a dash per moment of growth."""
+    kind, _, at = name.rpartition("@")
+    if not kind:  # scratch and small
+        return {"color": "black" if name == "scratch" else "grey", "linestyle": "--"}
+    style = {"color": COLOURS.get(kind, "C9")}
+    if group == "moments":
+        style["linestyle"] = ("-", "-.", ":")[moments.index(int(at)) % 3]
+    return style
+
+
 def plots(task: str, scale: str, runs: list[dict], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -135,10 +160,9 @@ def plots(task: str, scale: str, runs: list[dict], folder: Path) -> list[Path]:
                 continue
             n = min(len(c["steps"]) for c in curves)
             y = np.array([series(c, metric)[:n] for c in curves]).mean(0)
-            style = "--" if name in ("scratch", "small") else "-"
             for ax, axis in zip(axes, ("steps", "flops"), strict=True):
                 x = np.array([c[axis][:n] for c in curves]).mean(0)
-                ax.plot(x, y, style, label=name, linewidth=1.4)
+                ax.plot(x, y, label=name, linewidth=1.4, **line_style(name, group, runs[0]["moments"]))
         for ax, xlabel in zip(axes, ("training steps", "training FLOPs"), strict=True):
             ax.set_xlabel(xlabel)
             ax.set_ylabel("validation loss (nats/char)" if metric == "loss" else "validation accuracy")
