@@ -150,10 +150,13 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "bench_runs" / "ne-text")
     parser.add_argument("--report", action="store_true", help="print the table of the seeds run so far")
     parser.add_argument("--tag", default="", help="a variant's name: results go to seed{N}-{tag}.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.report:
         report(RESULTS)
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = config_for(args)
     data = load_dataset(
         "tinyshakespeare", args.data_dir, context=64, test_fraction=0.05, seed=args.seed
