@@ -33,6 +33,7 @@ GPT_LINES = [
     "net2wider{at=b6.attn,width=6}",
     "net2wider{at=b6.mlp.fc1,width=640}",
     "widen-model{factor=2}",
+    "widen-model{factor=2,noise=0}",  # the tiling alone, without the cancelling noise
 ]
 
 

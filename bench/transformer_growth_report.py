@@ -84,17 +84,18 @@ def table(task: str, scale: str, runs: list[dict]) -> list[str]:
     lines = [
         f"### {task} ({scale}), {runs[0]['budget']} steps, seeds {', '.join(map(str, seeds))}",
         "",
-        f"| arm | final {unit} | params | FLOPs to reach scratch's final | saving | wall to reach | reached |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| arm | final {unit} | params | steps | FLOPs to reach scratch's final | saving | wall to reach | reached |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in arm_order(runs):
-        finals, flops, walls, savings, params = [], [], [], [], []
+        finals, flops, walls, savings, params, steps = [], [], [], [], [], []
         reached = 0
         present = [d for d in runs if name in d["arms"] and "scratch" in d["arms"]]
         for d in present:
             arm, scratch = d["arms"][name], d["arms"]["scratch"]
             finals.append(arm[final_key])
             params.append(arm["params"])
+            steps.append(arm["steps"][-1])
             target = series(scratch, metric)[-1]
             f = crossing(arm, metric, target, "flops")
             w = crossing(arm, metric, target, "wall_s")
@@ -104,7 +105,7 @@ def table(task: str, scale: str, runs: list[dict]) -> list[str]:
                 walls.append(w)
                 savings.append(100 * (1 - f / scratch["flops"][-1]))
         lines.append(
-            f"| {name} | {mean_std(finals)} | {params[0]:,} | "
+            f"| {name} | {mean_std(finals)} | {params[0]:,} | {mean_std(steps, 0)} | "
             f"{mean_std([f / 1e12 for f in flops], 2) + ' T' if flops else '–'} | "
             f"{mean_std(savings, 1) + ' %' if savings else '–'} | "
             f"{mean_std(walls, 0) + ' s' if walls else '–'} | {reached}/{len(present)} |"
@@ -174,7 +175,7 @@ def plots(task: str, scale: str, runs: list[dict], folder: Path) -> list[Path]:
         axes[1].legend(fontsize=7)
         fig.suptitle(f"{task} ({scale}), mean of {len(runs)} seeds")
         fig.tight_layout()
-        path = folder / f"{task}-{scale}-{group}.png"
+        path = folder / f"{task}-{scale.replace(' ', '-')}-{group}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

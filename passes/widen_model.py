@@ -118,16 +118,34 @@ def _cancelling_noise(w: torch.Tensor, k: int, relative: float, generator: torch
     return torch.cat(parts, dim=1)
 
 
-def _split(w: torch.Tensor, relative: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, w − a) with a = (w/2)(1 + δ), δ ~ N(0, relative²) clipped to [−1, 1], rounded to the
-    grid of w's own last bit: a and w − a then lie between 0 and w on that grid, so both are
-    exact in w's dtype and their sum is w without rounding (a noise added to w/2 would not be)."""
-    delta = (torch.randn(w.shape, generator=generator, dtype=torch.float64) * relative).clamp(-1.0, 1.0)
+EXPONENT_BITS = {
+    torch.float64: (torch.int64, 0x7FF0000000000000),
+    torch.float32: (torch.int32, 0x7F800000),
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float16: (torch.int16, 0x7C00),
+}
+"""Per floating dtype: the integer type of its bits and the mask of its exponent field."""
+
+
+def _last_bit(w: torch.Tensor) -> torch.Tensor:
+    """The value of the last bit of each element of ``w`` (its spacing at that magnitude):
+    the exponent field alone is 2^e, times eps; zeros and subnormals get the subnormal step."""
+    ints, mask = EXPONENT_BITS[w.dtype]
     info = torch.finfo(w.dtype)
-    _, exponent = torch.frexp(w.double())  # w = m·2^e, ½ ≤ |m| < 1: its last bit is 2^(e−1)·eps
-    ulp = (torch.ldexp(torch.full_like(delta, info.eps / 2), exponent)).clamp(min=info.smallest_normal * info.eps)
-    a = (w.double() * (1 + delta) / 2 / ulp).round() * ulp
-    return a.to(w.dtype), (w.double() - a).to(w.dtype)
+    power = (w.view(ints) & mask).view(w.dtype)
+    return power.mul_(info.eps).clamp_(min=info.smallest_normal * info.eps)
+
+
+def _split(w: torch.Tensor, relative: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, w − a) with a ≈ (w/2)(1 + δ), δ ~ N(0, relative²) clipped to [−1, 1], rounded to the
+    grid of w's own last bit: a and w − a then lie between 0 and w on that grid, so both are
+    exact in w's dtype and their sum is w without rounding (a noise added to w/2 would not be).
+    Computed in w's dtype: only the rounding to the grid has to be exact, and it is (a division
+    and a product by a power of two, and a round)."""
+    delta = torch.randn(w.shape, generator=generator, dtype=torch.float32).mul_(relative).clamp_(-1.0, 1.0)
+    ulp = _last_bit(w)
+    a = delta.to(w.dtype).add_(1).mul_(w).mul_(0.5).div_(ulp).round_().mul_(ulp)
+    return a, w - a
 
 
 @register_pass
