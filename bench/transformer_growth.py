@@ -33,6 +33,10 @@ gradient norm clipped at 1; for ``lm`` nanoGPT's CPU "baby GPT" recipe: lr 1e-3,
   moments fresh anyway) and ``grow:lr-rule`` (App. C.3's |θ_parent|/|θ_child| on the learning
   rate, on top of the schedule).
 
+The ``vit`` study is smaller: the small ViT (2 blocks, width 48, 2 heads, patches of 4) grown
+to the large (4 blocks, width 96, 4 heads) by ``grow``, ``grow:noisy``, ``random-pad``,
+``deepen`` and ``stack`` (``--kinds`` for others), batch 64 with the images augmented.
+
 Every arm is measured every ``--eval-every`` steps on the first ``--val-probe`` examples of the
 validation split (the curves) and at its end on all of it. The report reads off each arm the
 training FLOPs and wall time at which its curve first reaches the scratch model's final
@@ -84,6 +88,8 @@ SCALES = {
 }
 KINDS = ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack", "grow:noisy", "widen-model:noisy")
 AT_HALF_ONLY = ("deepen:fresh", "grow:lr-rule")
+VIT_KINDS = ("grow", "grow:noisy", "random-pad", "deepen", "stack")
+"""The smaller study's arms on images (a ViT step costs twice a baby GPT's on this CPU)."""
 NOISY = 1.0
 """``widen-model``'s cancelling noise in the ``:noisy`` arms: its widest (each copy's share of a
 weight drawn within [0, 2]·W/k), so that training tells the copies apart soonest."""
@@ -153,7 +159,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--val-probe", type=int, default=256, help="validation windows of the curves")
     parser.add_argument("--moments", default="0.25,0.5,0.75", help="fractions of the budget to grow at")
-    parser.add_argument("--kinds", default=",".join(KINDS + AT_HALF_ONLY))
+    parser.add_argument(
+        "--kinds",
+        help=f"the arms grown (lm: all of {','.join(KINDS + AT_HALF_ONLY)}; vit, smaller: {','.join(VIT_KINDS)})",
+    )
     parser.add_argument(
         "--budget-by",
         choices=["steps", "flops"],
@@ -196,7 +205,7 @@ def main() -> None:
     data = load_dataset(dataset, data_dir, context=scale.get("context"), seed=args.seed)
     budget, every = args.steps, args.eval_every
     moments = [round(float(f) * budget) for f in args.moments.split(",")]
-    kinds = args.kinds.split(",")
+    kinds = (args.kinds or ",".join(KINDS + AT_HALF_ONLY if lm else VIT_KINDS)).split(",")
     by = "" if args.budget_by == "steps" else "-equal-flops"
     out = args.out or RESULTS / f"{args.task}-{args.scale}{by}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
