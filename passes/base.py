@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 import types
 import typing
@@ -123,6 +124,12 @@ class Pass:
 
     def refuse(self, reason: str) -> PassError:
         return PassError(f"{self.line()}: {reason}")
+
+    def require_non_negative(self, option: str) -> None:
+        """Refuse (at construction) a value of ``option`` that is not a finite number ≥ 0."""
+        value = getattr(self, option)
+        if not (math.isfinite(value) and value >= 0):
+            raise PassError(f"{self.line()}: {option} must be a finite number ≥ 0, got {value}")
 
     # ---- one-line form -------------------------------------------------------------------
     def line(self) -> str:

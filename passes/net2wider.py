@@ -17,7 +17,6 @@ heads (``net2wider_heads``).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -229,8 +228,7 @@ class Net2Wider(Pass):
     def __post_init__(self):
         if self.width is not None and self.width < 1:
             raise PassError(f"{self.line()}: width must be positive, got {self.width}")
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise PassError(f"{self.line()}: noise must be a finite number ≥ 0, got {self.noise}")
+        self.require_non_negative("noise")
         if not 0 <= self.split < 1:
             raise PassError(f"{self.line()}: split must be in [0, 1), got {self.split}")
 

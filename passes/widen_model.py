@@ -35,7 +35,6 @@ a widened value) are refused by name.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
@@ -167,8 +166,7 @@ class WidenModel(Pass):
     seed: int = option(0, "seed of the noise")
 
     def __post_init__(self):
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise PassError(f"{self.line()}: noise must be a finite number ≥ 0, got {self.noise}")
+        self.require_non_negative("noise")
         if self.factor < 2 or self.factor & (self.factor - 1):
             # W/k summed k times gives W back exactly in binary floating point only then
             raise PassError(
