@@ -112,6 +112,12 @@ def run_base(config: SearchConfig, data) -> dict:
     return {"base_val": val.loss, "base_test": test.loss, "base_steps": steps}
 
 
+def mean_std(runs: list[dict], key: str) -> str:
+    values = [r[key] for r in runs if key in r]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {sd:.4f} (n={len(values)})"
+
+
 def report(results: Path) -> None:
     variants: dict[str, list[dict]] = {}
     for f in sorted(results.glob("seed*.json")):
@@ -120,15 +126,9 @@ def report(results: Path) -> None:
     if not variants:
         raise SystemExit(f"no results under {results}")
     for tag, runs in sorted(variants.items()):
-
-        def ms(key: str, runs: list[dict] = runs) -> str:
-            values = [r[key] for r in runs if key in r]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            return f"{statistics.fmean(values):.4f} ± {sd:.4f} (n={len(values)})"
-
         print(f"{tag or 'default'}: test loss (nats/char), seeds {[r['seed'] for r in runs]}:")
         for label, key in (("base, equal steps", "base_test"), ("NE best", "ne_best_test"), ("NE ensemble", "ensemble_test")):
-            print(f"  {label:18s} {ms(key)}")
+            print(f"  {label:18s} {mean_std(runs, key)}")
         gains = [r["base_test"] - r["ne_best_test"] for r in runs if "base_test" in r]
         if gains:
             print(f"  NE best below the base by {statistics.fmean(gains):.4f} nats/char on average")
