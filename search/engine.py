@@ -28,6 +28,7 @@ from . import dispatch, persist
 from .champion import Champion
 from .config import SearchConfig, resolve_device
 from .data import DataSet
+from .delegation import via
 from .evaluate import Evaluation
 from .member import Member, StopRequested
 from .population import Population
@@ -68,41 +69,33 @@ class Runnable(Protocol):
     def network(self, search: Search, member: Member) -> tuple[Graph, TensorStore]: ...
 
 
-def _via(part: str, name: str) -> property:
-    """An attribute of the search that is ``self.<part>.<name>``."""
-    return property(
-        lambda self: getattr(getattr(self, part), name),
-        lambda self, value: setattr(getattr(self, part), name, value),
-    )
-
-
 class Search:
     """The parts and a strategy; see the module docstring."""
 
     # The population and the trainer share one store (``replace_store``) and one deadline.
     store = property(lambda self: self.population.store, lambda self, s: self.replace_store(s))
-    members = _via("population", "members")
-    pending = _via("population", "pending")
-    correct = _via("population", "correct")
-    validation = _via("population", "validation")
-    evaluated = _via("population", "evaluated")
-    modules = _via("trainer", "modules")
-    optimizer = _via("trainer", "optimizer")
-    stream = _via("trainer", "stream")
-    joint_rng = _via("trainer", "joint_rng")
-    folder = _via("job", "folder")
+    members = via("population", "members")
+    pending = via("population", "pending")
+    correct = via("population", "correct")
+    validation = via("population", "validation")
+    evaluated = via("population", "evaluated")
+    modules = via("trainer", "modules")
+    optimizer = via("trainer", "optimizer")
+    stream = via("trainer", "stream")
+    joint_rng = via("trainer", "joint_rng")
+    folder = via("job", "folder")
     deadline = property(lambda self: self.job.deadline)
-    progress = _via("job", "progress")
-    events_written = _via("job", "events_written")
+    progress = via("job", "progress")
+    events_written = via("job", "events_written")
     # Methods of the parts, as the strategies and the report call them.
-    new_id = _via("population", "new_id")
-    host_store = _via("population", "host_store")
-    fork = _via("population", "fork")
-    module = _via("trainer", "module")
-    evaluations_on = _via("trainer", "evaluations_on")
-    request_stop = _via("job", "request_stop")
-    should_stop = _via("job", "should_stop")
-    total_elapsed = _via("job", "elapsed")
+    new_id = via("population", "new_id")
+    host_store = via("population", "host_store")
+    fork = via("population", "fork")
+    module = via("trainer", "module")
+    evaluations_on = via("trainer", "evaluations_on")
+    request_stop = via("job", "request_stop")
+    should_stop = via("job", "should_stop")
+    total_elapsed = via("job", "elapsed")
 
     def __init__(self, config: SearchConfig, data: DataSet, folder: Path | None, strategy: Runnable):
         self.config = config
@@ -249,13 +242,12 @@ class Search:
             raise EvoirError(f"{self.name}: every candidate so far failed to train")
         return self.population.best()
 
-    # ---- stopping ----------------------------------------------------------------------------
     def set_budget(self, budget_s: float | None) -> None:
         """A new budget for this invocation, counted from now (``--resume --budget``)."""
         self.config = self.config.model_copy(update={"budget_s": budget_s})
         self.job.set_budget(budget_s)
 
-    # ---- the loop --------------------------------------------------------------------------
+    # ---- budget and the loop ------------------------------------------------------------------
     def run(self) -> None:
         """Run (or continue) the strategy until it is done or the run is asked to stop.
 
