@@ -30,8 +30,10 @@ gradient norm clipped at 1; for ``lm`` nanoGPT's CPU "baby GPT" recipe: lr 1e-3,
     themselves, 4 blocks of width 64; compare with ``deepen``);
 - at ½ only, what the optimiser and the schedule do at growth: ``deepen:fresh`` (every AdamW
   moment reset; widen-model writes every tensor anew, so ``grow`` starts every tensor's
-  moments fresh anyway) and ``grow:lr-rule`` (App. C.3's |θ_parent|/|θ_child| on the learning
-  rate, on top of the schedule).
+  moments fresh anyway), ``grow:noisy:carried`` (widen-model's tensors take the moments and
+  step counts of the tensors they tile, scaled as their gradients are: ``Pass.carried_state``)
+  and ``grow:lr-rule`` (App. C.3's |θ_parent|/|θ_child| on the learning rate, on top of the
+  schedule).
 
 The ``vit`` study is smaller: the small ViT (2 blocks, width 48, 2 heads, patches of 4) grown
 to the large (4 blocks, width 96, 4 heads) by ``grow``, ``grow:noisy``, ``random-pad``,
@@ -87,7 +89,7 @@ SCALES = {
     },
 }
 KINDS = ("grow", "widen-model", "deepen", "add-heads", "random-pad", "stack", "grow:noisy", "widen-model:noisy")
-AT_HALF_ONLY = ("deepen:fresh", "grow:lr-rule")
+AT_HALF_ONLY = ("deepen:fresh", "grow:lr-rule", "grow:noisy:carried")
 VIT_KINDS = ("grow", "grow:noisy", "random-pad", "deepen", "stack")
 """The smaller study's arms on images (a ViT step costs twice a baby GPT's on this CPU)."""
 NOISY = 1.0
@@ -101,7 +103,7 @@ def growth_passes(kind: str, graph, seed: int) -> list[Pass]:
     attentions = [n.id for n in graph.nodes if n.op == "attention"]
     deepen = [Deepen(at=a, kernels=None, seed=seed + i) for i, a in enumerate(ends)]
     base = kind.split(":")[0]
-    widen = WidenModel(factor=2, noise=NOISY if kind.endswith(":noisy") else 0.0, seed=seed)
+    widen = WidenModel(factor=2, noise=NOISY if "noisy" in kind.split(":")[1:] else 0.0, seed=seed)
     if base == "grow":
         return [widen, *deepen]
     if base == "widen-model":
@@ -274,7 +276,10 @@ def main() -> None:
             else:
                 parent = small
             run = parent.fork()
-            run.grow(passes, lr_rule=kind.endswith(":lr-rule"), fresh_moments=kind.endswith(":fresh"))
+            flags = set(kind.split(":")[1:])
+            run.grow(
+                passes, lr_rule="lr-rule" in flags, fresh_moments="fresh" in flags, carry_moments="carried" in flags
+            )
             run.record()  # right after growth: a preserving growth measures as before it
             run.train(total - at, every, total=total)
             save(f"{kind}@{at}", run)

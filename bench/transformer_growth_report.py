@@ -124,6 +124,7 @@ COLOURS = {
     "add-heads": "C6",
     "deepen:fresh": "C7",
     "grow:lr-rule": "C9",
+    "grow:noisy:carried": "olive",
 }
 
 
@@ -152,8 +153,13 @@ def plots(task: str, scale: str, runs: list[dict], folder: Path) -> list[Path]:
         "at-half": ["scratch", "small"] + [f"{k}@{half}" for k in KINDS],
         "moments": ["scratch", "small"]
         + [f"{k}@{m}" for k in ("grow", "grow:noisy", "random-pad") for m in runs[0]["moments"]],
+        # what the optimiser's state and the learning rate do at growth, each beside its plain arm
+        "optimiser": ["scratch"]
+        + [f"{k}@{half}" for k in ("grow", "grow:lr-rule", "grow:noisy", "grow:noisy:carried", "deepen", "deepen:fresh")],
     }
     for group, names in groups.items():
+        if group == "optimiser" and not any(f"{k}@{half}" in d["arms"] for k in AT_HALF_ONLY for d in runs):
+            continue  # a study without those arms (vit)
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
         for name in names:
             curves = [d["arms"][name] for d in runs if name in d["arms"]]

@@ -16,14 +16,18 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evoir.errors import PassError
 from evoir.graph import Graph
 from evoir.store import TensorStore
 
 from .runner import run_pass, with_lineage
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Pass",
@@ -121,6 +125,18 @@ class Pass:
         result checked, lineage appended, instruments called. ``EvoirError``s come back as
         ``PassError`` naming the pass line."""
         return run_pass(self, graph, store)
+
+    def carried_state(
+        self, before: Graph, store: TensorStore, result: PassResult, state: Mapping[str, torch.Tensor], power: int
+    ) -> dict[str, tuple[str, torch.Tensor]]:
+        """An optimiser's per-element state for the tensors this pass added, where a new
+        tensor's gradient at the moment of the rewrite follows from an old one's.
+
+        ``state`` holds one kind of state by old tensor id (``store`` is the store ``before``
+        was rewritten over), proportional to the gradient to ``power`` (Adam's first moment 1,
+        its second 2). Returns ``{new id: (old id, its state)}``; a new tensor missing from it
+        starts fresh, which is the default for every tensor."""
+        return {}
 
     def refuse(self, reason: str) -> PassError:
         return PassError(f"{self.line()}: {reason}")

@@ -36,6 +36,7 @@ a widened value) are refused by name.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -43,29 +44,14 @@ import torch
 
 from evoir.errors import PassError
 from evoir.graph import Graph, Node
-from evoir.ops import get_op
 from evoir.store import TensorStore
 
 from .base import Pass, PassResult, Preserves, option, register_pass
 from .rewrite import Rewriter
+from .tiling import carries_copies, state_tiling, widened_tensors
 
 LAYERS = ("linear", "conv2d", "attention", "embedding")
 """Ops whose output width is an attribute: each may widen what it writes."""
-
-NORMS = ("layernorm", "rmsnorm")
-"""Not channel-wise (their statistics read every channel), but the statistics of k copies are
-the original's, so with their per-channel tensors tiled they carry copies too."""
-
-KEEPS_INDEX = ("dropout", "stochastic_depth", "add", "mul", "output")
-"""Not flagged channel-wise (dropout's masks, several inputs), yet each keeps a channel at its
-index: a widened input gives a widened output."""
-
-
-def carries_copies(node: Node) -> bool:
-    """Whether ``node`` maps k copies of its input to k copies of its output once its tensors
-    (all per channel: BN's, positions', the class token, layer scale, norms') are tiled."""
-    spec = get_op(node.op)
-    return spec is not None and (spec.channelwise or node.op in NORMS or node.op in KEEPS_INDEX)
 
 
 def final_layers(graph: Graph) -> set[str]:
@@ -85,14 +71,6 @@ def final_layers(graph: Graph) -> set[str]:
             continue
         frontier.extend(node.inputs)
     return finals
-
-
-def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.cat([t] * k) if k > 1 else t.clone()
-
-
-def _columns(t: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.cat([t] * k, dim=1) / k if k > 1 else t.clone()
 
 
 READS_COPIES = ("weight", "qkv_weight", "q_weight", "k_weight", "v_weight", "o_weight")
@@ -174,24 +152,36 @@ class WidenModel(Pass):
                 f"without rounding; got {self.factor}"
             )
 
+    def copies(self, graph: Graph) -> dict[str, tuple[int, int]]:
+        """Node id → how many copies of its input it reads and of its output it writes (1 or k)."""
+        k = self.factor
+        finals = final_layers(graph)
+        written: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
+        for node in graph.nodes:
+            counts = {written[i] for i in node.inputs}
+            if len(counts) > 1:
+                raise self.refuse(f"'{node.id}' ({node.op}) joins widened and unwidened values")
+            m_in = counts.pop() if counts else 1
+            m_out = 1 if node.id in finals else k if node.op in LAYERS else m_in
+            written[node.id] = m_out
+            out[node.id] = (m_in, m_out)
+        return out
+
     def run(self, graph: Graph, store: TensorStore) -> PassResult:
         rw = Rewriter(graph, store, self.seed)
         k = self.factor
-        finals = final_layers(graph)
-        copies: dict[str, int] = {}  # node id → how many copies its value holds (1 or k)
+        copies = self.copies(graph)
         widened: dict[str, tuple[str, torch.Tensor]] = {}  # old tensor id → (new id, value)
         renamed: dict[str, str] = {}  # a tied head → the node scaling its logits
         shared = Counter(t for n in graph.nodes for t in n.params.values())
         nodes: list[Node] = []
         for node in graph.nodes:
             inputs = tuple(renamed.get(i, i) for i in node.inputs)
-            counts = {copies[i] for i in inputs}
-            if len(counts) > 1:
-                raise self.refuse(f"'{node.id}' ({node.op}) joins widened and unwidened values")
-            m_in = counts.pop() if counts else 1
-            m_out = 1 if node.id in finals else k if node.op in LAYERS else m_in
+            m_in, m_out = copies[node.id]
             self._check_follows(graph, node, m_in)
-            attrs, tensors = widened_tensors(graph, rw, node, m_in, m_out)
+            t = {role: rw.tensor(tid).detach() for role, tid in node.params.items()} if m_in * m_out > 1 else {}
+            attrs, tensors = widened_tensors(graph, node, t, m_in, m_out)
             noisy = self.noise > 0 and m_in > 1 and reads_through_columns(graph, node)
             params, tied = dict(node.params), False
             for role, value in tensors.items():
@@ -212,7 +202,6 @@ class WidenModel(Pass):
                 widened[old] = (new_id, value)
                 params[role] = new_id
             nodes.append(node.model_copy(update={"inputs": inputs, "attrs": attrs, "params": params}))
-            copies[node.id] = m_out
             if tied:  # W·(k copies of x) with the tiled table is k·(W x): scale the logits back
                 scale = Node(
                     id=rw.fresh_node_id(f"{node.id}.untied"),
@@ -223,9 +212,33 @@ class WidenModel(Pass):
                 )
                 nodes.append(scale)
                 renamed[node.id] = scale.id
-                copies[scale.id] = m_out
         rw.nodes = nodes
-        return PassResult(rw.finish(), rw.added, True, self, {"factor": k, "kept": sorted(finals)})
+        kept = sorted(final_layers(graph))
+        tiled_from = {new_id: old for old, (new_id, _) in widened.items()}
+        return PassResult(rw.finish(), rw.added, True, self, {"factor": k, "kept": kept, "tiled_from": tiled_from})
+
+    def carried_state(
+        self, before: Graph, store: TensorStore, result: PassResult, state: Mapping[str, torch.Tensor], power: int
+    ) -> dict[str, tuple[str, torch.Tensor]]:
+        """Each widened tensor's state tiled as its gradient is at the moment of the rewrite
+        (``tiling.py``): k^-power along output axes, unscaled along input axes. The noise of
+        the split weights is left out: the gradients of the k parts are equal all the same (they
+        read equal copies), and of an output copy, 1/k of the original's up to that noise. A
+        node whose tensors were not all stepped reads zeros for the others."""
+        new_of = {old: new for new, old in result.notes["tiled_from"].items()}
+        copies = self.copies(before)
+        out: dict[str, tuple[str, torch.Tensor]] = {}
+        for node in before.nodes:
+            wanted = {r: tid for r, tid in node.params.items() if tid in state and new_of.get(tid) not in out}
+            if not any(tid in new_of for tid in wanted.values()):
+                continue
+            m_in, m_out = copies[node.id]
+            t = {r: state[tid] if tid in state else torch.zeros_like(store[tid]) for r, tid in node.params.items()}
+            _, tiled = widened_tensors(before, node, t, m_in, m_out, state_tiling(power))
+            for role, tid in wanted.items():
+                if tid in new_of and role in tiled:
+                    out[new_of[tid]] = (tid, tiled[role])
+        return out
 
     def _check_follows(self, graph: Graph, node: Node, m_in: int) -> None:
         """Refuse an op that cannot carry a widened value as copies."""
@@ -241,76 +254,3 @@ class WidenModel(Pass):
         if node.op == "flatten" and graph.node(node.inputs[0]).type.layout == "channels_first":
             return  # flattening k copies along C gives k copies of the flattened value
         raise self.refuse(f"'{node.id}' ({node.op}) reads a widened value whose channels it cannot follow as copies")
-
-
-def widened_tensors(
-    graph: Graph, rw: Rewriter, node: Node, m_in: int, m_out: int
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The node's attributes and tensors when it reads ``m_in`` copies and writes ``m_out``."""
-    attrs = dict(node.attrs)
-    t = {role: rw.tensor(tid).detach() for role, tid in node.params.items()}
-    if m_in == 1 and m_out == 1:
-        return attrs, {}
-    if node.op == "embedding":
-        attrs["dim"] = node.type.channels * m_out
-        return attrs, {"weight": _along_last(t["weight"], m_out)}
-    if node.op == "linear":
-        attrs["out_features"] = node.type.channels * m_out
-        out = {"weight": _rows(_columns(t["weight"], m_in), m_out)}
-        if "bias" in t:
-            out["bias"] = _rows(t["bias"], m_out)
-        return attrs, out
-    if node.op == "conv2d":
-        a = graph.attrs_of(node)
-        attrs["out_channels"] = a.out_channels * m_out
-        if a.groups > 1:  # each group reads its own copy: rows tiled, groups × k
-            if m_in != m_out:
-                raise PassError(f"grouped conv '{node.id}' would read {m_in} copies and write {m_out}")
-            attrs["groups"] = a.groups * m_in
-            out = {"weight": _rows(t["weight"], m_out)}
-        else:
-            out = {"weight": _rows(_columns(t["weight"], m_in), m_out)}
-        if "bias" in t:
-            out["bias"] = _rows(t["bias"], m_out)
-        return attrs, out
-    if node.op == "attention":
-        return _attention(graph, node, t, attrs, m_in, m_out)
-    if node.op in ("position_embedding", "class_token"):
-        return attrs, {role: _along_last(v, m_in) for role, v in t.items()}
-    if carries_copies(node):  # (C,…) tensors; BN's step counter is a scalar
-        return attrs, {role: v.clone() if v.dim() == 0 else _rows(v, m_in) for role, v in t.items()}
-    return attrs, {}
-
-
-def _along_last(t: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.cat([t] * k, dim=-1) if k > 1 else t.clone()
-
-
-def _attention(graph: Graph, node: Node, t: dict, attrs: dict, m_in: int, m_out: int):
-    """Heads (and key/value heads) × k, each copy reading the copy of its group; W_o reads the
-    k copies of the heads divided by k and writes ``m_out`` copies."""
-    a = graph.attrs_of(node)
-    k = max(m_in, m_out)
-    attrs.update(heads=a.heads * k, kv_heads=None if a.kv_heads is None else a.kv_heads * k)
-    if a.out_features is not None:
-        attrs["out_features"] = a.out_features * m_out
-    out: dict[str, torch.Tensor] = {}
-    sizes = [a.q_rows, a.kv_rows, a.kv_rows]
-    for kind in ("weight", "bias"):
-        if a.qkv == "fused" and f"qkv_{kind}" in t:
-            parts = t[f"qkv_{kind}"].split(sizes)
-        elif f"q_{kind}" in t:
-            parts = tuple(t[f"{r}_{kind}"] for r in "qkv")
-        else:
-            continue
-        if kind == "weight":
-            parts = tuple(_columns(p, m_in) for p in parts)
-        parts = tuple(_rows(p, k) for p in parts)
-        if a.qkv == "fused":
-            out[f"qkv_{kind}"] = torch.cat(parts)
-        else:
-            out.update({f"{r}_{kind}": p for r, p in zip("qkv", parts, strict=True)})
-    out["o_weight"] = _rows(_columns(t["o_weight"], k), m_out)
-    if "o_bias" in t:
-        out["o_bias"] = _rows(t["o_bias"], m_out)
-    return attrs, out

@@ -141,20 +141,28 @@ class GrowthRun:
         t = self.trainer
         return evaluate(t.module(self.member), self.data, self.data.val, t.device, self.config.eval_batch_size)
 
-    def grow(self, passes: list[Pass], lr_rule: bool = True, fresh_moments: bool = False) -> None:
+    def grow(
+        self, passes: list[Pass], lr_rule: bool = True, fresh_moments: bool = False, carry_moments: bool = False
+    ) -> None:
         """Apply ``passes`` in order, then continue as the child (a search mutation).
 
         Args:
             lr_rule: rescale the learning rate and weight decay by |θ_parent|/|θ_child|.
             fresh_moments: drop the Adam moments of every tensor (default: inherited ones
                 are kept, as in a search, and only new tensors start at zero).
+            carry_moments: a new tensor that a pass derived from an old one (widen-model's
+                tiles) takes the old one's moments, as the pass maps them
+                (``Pass.carried_state``), instead of starting at zero.
         """
         t = self.trainer
         parent = self.member
         graph = parent.graph
         before = analyze(graph).params
         for p in passes:
-            result = p(graph, host_store(t.store, t.device))
+            host = host_store(t.store, t.device)
+            result = p(graph, host)
+            if carry_moments:
+                t.optimizer.inherit(result.applied, graph, host, result)
             t.store.update(on_device(result.added, t.device))
             graph = result.graph
             self.grown.append(result.applied.line())

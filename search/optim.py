@@ -24,11 +24,17 @@ from torch.optim.adam import adam
 from torch.optim.adamw import adamw
 from torch.optim.sgd import sgd
 
+from evoir.graph import Graph
+from evoir.passes.base import Pass, PassResult
 from evoir.store import TensorStore
 
 from .config import OptimizerKind
 
 State = dict[str, torch.Tensor]
+
+STATE_POWER = {"exp_avg": 1, "exp_avg_sq": 2, "momentum_buffer": 1}
+"""Each kind of per-element state as a power of the gradient it accumulates (what a pass that
+carries state over, ``Pass.carried_state``, scales it by)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,22 @@ class SharedOptimizer:
                 for key in self.settings.state_keys
             }
         return st
+
+    def inherit(self, rewrite: Pass, before: Graph, store: TensorStore, result: PassResult) -> int:
+        """Give the tensors ``rewrite`` added the state its ``carried_state`` derives from the
+        tensors they replace (each with the step count of its source, so that Adam's bias
+        correction goes on); the others start fresh as usual. Returns how many got state."""
+        carried: dict[str, State] = {}
+        for key in self.settings.state_keys:
+            if key == "step":
+                continue
+            old = {tid: st[key] for tid, st in self.state.items()}
+            for new, (source, value) in rewrite.carried_state(before, store, result, old, STATE_POWER[key]).items():
+                carried.setdefault(new, {"step": self.state[source]["step"].clone()})[key] = value
+        keys = set(self.settings.state_keys)
+        complete = {tid: st for tid, st in carried.items() if set(st) == keys}
+        self.state.update(complete)
+        return len(complete)
 
     def retain(self, store: TensorStore) -> None:
         """Drop the state of tensors that left the store."""

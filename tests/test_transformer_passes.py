@@ -13,6 +13,9 @@ from evoir.backends.torch_fx import lower
 from evoir.backends.verify import verify
 from evoir.errors import PassError
 from evoir.passes import all_passes, parse_pass
+from evoir.sample import random_inputs
+from evoir.search.optim import OptimizerSettings, SharedOptimizer
+from evoir.store import TensorStore
 from evoir.templates import gpt, resnet, vit
 
 TINY = dict(input_shape=(6,), classes=11, width=16, heads=4, depth=2)
@@ -243,6 +246,71 @@ def test_only_the_noise_lets_training_tell_the_copies_apart(noise):
     table = view[result.graph.node("wte").params["weight"]].detach()
     apart = (table[:, :16] - table[:, 16:]).abs().max().item()
     assert (apart == 0.0) if noise == 0 else (apart > 1e-3)  # tiled copies get the same updates
+
+
+def _gradients(graph, store, x) -> dict[str, torch.Tensor]:
+    """The gradient of a fixed function of the outputs, by tensor id, in float64, eval mode."""
+    store = store.to(dtype=torch.float64)
+    module = lower(graph, store).eval()
+    out = module(*x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)
+    (out * weights).sum().backward()
+    return {tid: store[tid].grad for tid in graph.parameter_ids() if store[tid].grad is not None}
+
+
+CARRIED = {**STARTS, "gqa": gqa_gpt, "resnet": lambda: resnet(input_shape=(3, 8, 8), depth=8, width=4)}
+
+
+@pytest.mark.parametrize("name", sorted(CARRIED))
+@pytest.mark.parametrize("factor", [2, 4])
+def test_widen_model_carries_optimiser_state_as_the_gradients_go(name, factor):
+    """A state proportional to the gradient (power 1) or its square (power 2), carried by the
+    pass, is the widened network's own gradient (squared) at the moment of the rewrite."""
+    graph, store = CARRIED[name]()
+    result, view = apply(f"widen-model{{factor={factor},noise=0}}", graph, store)
+    x = random_inputs(graph, 3, torch.Generator().manual_seed(0), torch.float64)
+    before, after = _gradients(graph, store, x), _gradients(result.graph, view, x)
+    rewrite = result.applied
+    for power in (1, 2):
+        old = {tid: g**power for tid, g in before.items()}
+        carried = rewrite.carried_state(graph, store, result, old, power)
+        assert set(carried) == set(result.added.keys()) & set(after)  # every new parameter
+        for new, (source, state) in carried.items():
+            assert result.notes["tiled_from"][new] == source
+            torch.testing.assert_close(state, after[new] ** power, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_carried_moments_continue_adam_where_it_was(carry):
+    """With AdamW's moments and step count carried through widen-model, the next step moves
+    each copy of the embedding table as the narrow model's step moves the table; started
+    afresh, Adam's first step (about lr·sign(g)) moves it elsewhere."""
+    graph, store = STARTS["gpt"]()
+    optimizer = SharedOptimizer(OptimizerSettings(kind="adamw"))
+    tokens = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 11, (4, 6), generator=tokens) for _ in range(4)]
+
+    def step(graph, store, x):
+        loss = torch.nn.functional.cross_entropy(lower(graph, store)(x).flatten(0, 1), x.flatten())
+        loss.backward()
+        params = {tid: store[tid] for tid in graph.parameter_ids()}
+        optimizer.step(params, 1e-2, 0.1)
+        for p in params.values():
+            p.grad = None
+
+    for x in batches[:3]:
+        step(graph, store, x)
+    result = parse_pass("widen-model{factor=2,noise=0}")(graph, store)
+    wide = result.store_view(store)
+    narrow = TensorStore({tid: t.detach().clone().requires_grad_() for tid, t in store.items()})
+    table = result.graph.node("wte").params["weight"]
+    if carry:
+        assert optimizer.inherit(result.applied, graph, store, result) == len(result.added)
+        assert optimizer.state[table]["step"].item() == 3
+    step(graph, narrow, batches[3])
+    step(result.graph, wide, batches[3])
+    moved = (wide[table] - torch.cat([narrow["wte.weight"]] * 2, dim=-1)).abs().max().item()
+    assert moved < 1e-6 if carry else moved > 1e-3
 
 
 def test_widen_model_refuses_what_copies_cannot_follow():
