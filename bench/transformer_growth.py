@@ -97,13 +97,18 @@ NOISY = 1.0
 weight drawn within [0, 2]·W/k), so that training tells the copies apart soonest."""
 
 
+def flags_of(kind: str) -> set[str]:
+    """What an arm's name adds to its kind of growth: ``grow:noisy:carried`` → {noisy, carried}."""
+    return set(kind.split(":")[1:])
+
+
 def growth_passes(kind: str, graph, seed: int) -> list[Pass]:
     """The passes of arm ``kind`` on the small model ``graph``."""
     ends = [n.id for n in graph.nodes if n.op == "add" and n.id.endswith(".add2")]  # each block's end
     attentions = [n.id for n in graph.nodes if n.op == "attention"]
     deepen = [Deepen(at=a, kernels=None, seed=seed + i) for i, a in enumerate(ends)]
     base = kind.split(":")[0]
-    widen = WidenModel(factor=2, noise=NOISY if "noisy" in kind.split(":")[1:] else 0.0, seed=seed)
+    widen = WidenModel(factor=2, noise=NOISY if "noisy" in flags_of(kind) else 0.0, seed=seed)
     if base == "grow":
         return [widen, *deepen]
     if base == "widen-model":
@@ -276,7 +281,7 @@ def main() -> None:
             else:
                 parent = small
             run = parent.fork()
-            flags = set(kind.split(":")[1:])
+            flags = flags_of(kind)
             run.grow(
                 passes, lr_rule="lr-rule" in flags, fresh_moments="fresh" in flags, carry_moments="carried" in flags
             )
